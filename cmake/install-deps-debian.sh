@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs what building losskit's tests, benchmarks and examples needs on
+# Debian 12, from Debian's packages, skipping what is already there.
+# Uses sudo when not run as root.
+set -eu
+pkgs="g++ cmake make libeigen3-dev catch2 libbenchmark-dev"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "installing:$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

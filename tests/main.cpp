@@ -1,0 +1,41 @@
+// Test runner, plus a counting global operator new so tests can assert that
+// a call performs no heap allocation (see lktest::AllocationCounter).
+// GCC's -Wmismatched-new-delete cannot see that these replacements pair
+// malloc with free consistently.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#if defined(LOSSKIT_CATCH3)
+#include <catch2/catch_session.hpp>
+#else
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+#endif
+
+#include "test_util.hpp"
+
+namespace lktest {
+std::atomic<long> g_allocations{0};
+long allocations() { return g_allocations.load(); }
+}  // namespace lktest
+
+void* operator new(std::size_t size) {
+  lktest::g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) {
+  lktest::g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+int main(int argc, char* argv[]) { return Catch::Session().run(argc, argv); }

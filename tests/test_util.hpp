@@ -1,0 +1,90 @@
+#pragma once
+// Shared helpers for losskit's tests: random inputs, error measures,
+// an allocation counter, and "nothing written on error" checks.
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "catch.hpp"
+
+namespace lktest {
+
+/// Heap allocations (operator new calls) so far in this process; counted by
+/// the replacement operator new in tests/main.cpp.
+long allocations();
+
+/// Counts allocations made between construction and count().
+class AllocationCounter {
+ public:
+  AllocationCounter() : start_(allocations()) {}
+  long count() const { return allocations() - start_; }
+
+ private:
+  long start_;
+};
+
+/// |a - b| / max(|a|, |b|, floor).
+inline double rel_err(double a, double b, double floor = 1e-300) {
+  if (a == b) return 0.0;
+  return std::abs(a - b) / std::max({std::abs(a), std::abs(b), floor});
+}
+
+/// Max over entries of |a - b| / max(|a|, |b|, floor).
+template <class A, class B>
+double max_rel_err(const Eigen::DenseBase<A>& a, const Eigen::DenseBase<B>& b, double floor = 1e-300) {
+  REQUIRE(a.rows() == b.rows());
+  REQUIRE(a.cols() == b.cols());
+  double worst = 0;
+  for (Eigen::Index j = 0; j < a.cols(); ++j)
+    for (Eigen::Index i = 0; i < a.rows(); ++i)
+      worst = std::max(worst, rel_err(double(a.derived().coeff(i, j)), double(b.derived().coeff(i, j)), floor));
+  return worst;
+}
+
+/// A reproducible generator: tests seed it with a fixed value.
+inline std::mt19937_64& rng() {
+  static std::mt19937_64 g(20261128);
+  return g;
+}
+
+template <class Scalar = double>
+Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> normal(Eigen::Index rows, Eigen::Index cols,
+                                                             double stddev = 1.0, double mean = 0.0) {
+  std::normal_distribution<double> d(mean, stddev);
+  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<Scalar>(d(rng()));
+  return m;
+}
+
+template <class Scalar = double>
+Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> uniform(Eigen::Index rows, Eigen::Index cols, double lo = 0.0,
+                                                              double hi = 1.0) {
+  std::uniform_real_distribution<double> d(lo, hi);
+  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<Scalar>(d(rng()));
+  return m;
+}
+
+inline Eigen::VectorXi labels(Eigen::Index n, int classes) {
+  std::uniform_int_distribution<int> d(0, classes - 1);
+  Eigen::VectorXi y(n);
+  for (Eigen::Index i = 0; i < n; ++i) y(i) = d(rng());
+  return y;
+}
+
+/// A sentinel-filled output: after a call that must throw, the test checks
+/// that every entry still holds the sentinel.
+template <class Scalar = double>
+Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> sentinel(Eigen::Index rows, Eigen::Index cols) {
+  return Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>::Constant(rows, cols, Scalar(-12345.5));
+}
+
+template <class M>
+bool untouched(const M& m, Eigen::Index rows, Eigen::Index cols) {
+  using Scalar = typename M::Scalar;
+  return m.rows() == rows && m.cols() == cols && (m.array() == Scalar(-12345.5)).all();
+}
+
+}  // namespace lktest
