@@ -1,0 +1,195 @@
+#pragma once
+/// Spherical Z-loss (de Brébisson & Vincent, "The Z-loss: a shift and scale
+/// invariant classification loss belonging to the Spherical Family", arXiv
+/// 1604.08859, 2016).
+///
+///   per sample (outputs o ∈ R^D, one column; target class c)
+///     μ = (1/D) Σ_k o_k,   σ² = (1/D) Σ_k (o_k − μ)²   (population variance)
+///     z_k = (o_k − μ)/σ
+///     L = (1/a)·softplus(a·(b − z_c))
+///   gradient (g = sigmoid(a·(b − z_c)))
+///     ∂L/∂o_k = −(g/σ)·[δ_kc − (1 + z_c·z_k)/D]
+///   so Σ_k ∂L/∂o_k = 0 and Σ_k o_k ∂L/∂o_k = 0: L is invariant to
+///   o → α·o + β (α > 0), and its gradient is orthogonal to both directions.
+///   Mean: L = (1/N) Σ_i L_i (PyTorch-style mean over samples); Sum: Σ_i L_i.
+///
+/// Options: `a` > 0 (sharpness; a → ∞ gives the hinge max(0, b − z_c)) and
+/// `b` (margin, in standard deviations of the outputs). Defaults a = 1, b = 0:
+/// the configuration of the authors' timing experiments, and b = 0 is
+/// meaningful for every D ≥ 2 (z_c ranges over [−√(D−1), √(D−1)], so a
+/// margin b ≥ √(D−1) can never be met). The paper tunes (a, b) per task for
+/// top-k scores; tune them the same way.
+///
+/// outputs: D×N (samples are columns), D ≥ 2; labels: N integers in [0, D).
+///
+/// Numerics: the direct form centres every column on its target output
+/// before the two-pass mean/variance, so σ keeps full relative accuracy when
+/// |μ| ≫ σ, and a column whose outputs are all equal gives exactly σ = 0.
+/// σ = 0 (all outputs equal, e.g. zero-initialised weights): the loss is not
+/// differentiable there (every direction changes z_c by an unbounded amount);
+/// z_c is taken as 0, the value is softplus(a·b)/a and the gradient of that
+/// sample is 0. Initialise weights randomly.
+/// Non-finite outputs: a column containing inf or NaN gives NaN loss and NaN
+/// gradient for that sample (no exception).
+///
+/// The loss as a function of the spherical statistics (s = Σ o_k,
+/// q = Σ o_k², o_c, D), used by the large-output layer in spherical.hpp:
+///     μ = s/D,  σ² = max(q/D − μ², 0)
+///     ∂L/∂o_c = −g/σ,  ∂L/∂s = (g/(Dσ))·(1 − z_c·μ/σ),  ∂L/∂q = g·z_c/(2Dσ²)
+/// (chain rule on z_c = (o_c − s/D)/σ with σ² = q/D − s²/D²). Here σ² comes
+/// from q/D − μ², which cancels when |μ| ≫ σ: relative error in σ² about
+/// ε·μ²/σ²; feed it outputs with a moderate mean. σ = 0 as above.
+#include <Eigen/Core>
+#include <cmath>
+
+#include "core/checks.hpp"
+#include "core/numerics.hpp"
+#include "core/parallel.hpp"
+#include "core/reduction.hpp"
+#include "core/spherical_terms.hpp"
+
+namespace losskit {
+
+template <class Scalar_>
+class ZLoss {
+ public:
+  using Scalar = Scalar_;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::ZLoss: Scalar must be float or double");
+
+  Scalar a = Scalar(1);  ///< sharpness, > 0
+  Scalar b = Scalar(0);  ///< margin in standard deviations, finite
+  Reduction reduction = Reduction::Mean;
+
+  template <class O, class L>
+  Scalar operator()(const Eigen::DenseBase<O>& outputs, const Eigen::DenseBase<L>& labels) const {
+    check(outputs, labels);
+    const detail::eval_t<O> o(outputs.derived());
+    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;
+    return run<false>(o, labels.derived(), none);
+  }
+
+  template <class O, class L, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<O>& outputs, const Eigen::DenseBase<L>& labels,
+                            const Eigen::DenseBase<G>& grad) const {
+    check(outputs, labels);
+    detail::check_output("ZLoss", "grad", grad, outputs.rows(), outputs.cols());
+    const detail::eval_t<O> o(outputs.derived());
+    G& g = detail::prepare_output("ZLoss", "grad", grad, outputs.rows(), outputs.cols());
+    return run<true>(o, labels.derived(), g);
+  }
+
+  template <class O, class L>
+  Vector per_sample(const Eigen::DenseBase<O>& outputs, const Eigen::DenseBase<L>& labels) const {
+    check(outputs, labels);
+    const detail::eval_t<O> o(outputs.derived());
+    Vector out(o.cols());
+    for (Eigen::Index j = 0; j < o.cols(); ++j) {
+      Eigen::Matrix<Scalar, Eigen::Dynamic, 1> none;
+      out(j) = column<false>(o.matrix().col(j), Eigen::Index(labels.derived().coeff(j)), Scalar(0), none);
+    }
+    return out;
+  }
+
+  /// One sample's loss written on the spherical statistics: s = Σ_k o_k,
+  /// q = Σ_k o_k², the target output o_c, and the number of classes D.
+  /// Returns the unreduced value and ∂L/∂s, ∂L/∂q, ∂L/∂o_c (see the header
+  /// comment for the formulas and for σ = 0).
+  SphericalTerms<Scalar> spherical_terms(Scalar sum, Scalar sum_squares, Scalar target_output,
+                                         Eigen::Index classes) const {
+    check_options();
+    check_classes(classes);
+    return terms_unchecked(sum, sum_squares, target_output, classes);
+  }
+
+  /// As spherical_terms() without the option checks, for callers that
+  /// validated the options once per batch.
+  SphericalTerms<Scalar> terms_unchecked(Scalar sum, Scalar sum_squares, Scalar target_output,
+                                         Eigen::Index classes) const {
+    using std::sqrt;
+    const Scalar d = Scalar(classes);
+    const Scalar mean = sum / d;
+    const Scalar var = std::max(sum_squares / d - mean * mean, Scalar(0));
+    SphericalTerms<Scalar> t;
+    if (var == Scalar(0)) {  // NaN falls through and propagates
+      t.value = detail::softplus(a * b) / a;
+      return t;
+    }
+    const Scalar sigma = sqrt(var);
+    const Scalar z = (target_output - mean) / sigma;
+    const Scalar g = detail::sigmoid(a * (b - z));
+    t.value = detail::softplus(a * (b - z)) / a;
+    t.d_target = -g / sigma;
+    t.d_sum = g / (d * sigma) * (Scalar(1) - z * mean / sigma);
+    t.d_sum_squares = g * z / (Scalar(2) * d * var);
+    return t;
+  }
+
+ private:
+  using Acc = detail::acc_t<Scalar>;
+
+  void check_options() const {
+    detail::check_positive("ZLoss", "a", a);
+    detail::check_finite("ZLoss", "b", b);
+  }
+
+  static void check_classes(Eigen::Index classes) {
+    if (classes < 2) detail::fail("ZLoss", "outputs", "needs at least 2 classes (rows), got ", classes);
+  }
+
+  template <class O, class L>
+  void check(const Eigen::DenseBase<O>& outputs, const Eigen::DenseBase<L>& labels) const {
+    detail::require_scalar<Scalar, O>();
+    check_options();
+    detail::check_not_empty("ZLoss", "outputs", outputs);
+    check_classes(outputs.rows());
+    detail::check_labels("ZLoss", labels, outputs.cols(), outputs.rows());
+  }
+
+  // One column: value, and (if wanted) factor·∂L/∂o written into g.
+  // Centring on o_c first: o_k − o_c is exact when o_k is within a factor 2
+  // of o_c (Sterbenz), so equal outputs give exactly zero spread.
+  template <bool WithGrad, class Col, class GCol>
+  Scalar column(const Col& o, Eigen::Index c, Scalar factor, GCol&& g) const {
+    using std::sqrt;
+    const Eigen::Index dim = o.rows();
+    const Scalar oc = o(c);
+    const Acc inv_d = Acc(1) / Acc(dim);
+    const Acc mean_acc = detail::accurate_sum(o.array() - oc) * inv_d;
+    const Scalar mean = Scalar(mean_acc);
+    const Acc var_acc = detail::accurate_sum((o.array() - oc - mean).square()) * inv_d;
+    if (var_acc == Acc(0)) {
+      if constexpr (WithGrad) g.setZero();
+      return detail::softplus(a * b) / a;
+    }
+    const Scalar sigma = Scalar(sqrt(var_acc));
+    const Scalar z = -mean / sigma;
+    const Scalar arg = a * (b - z);
+    if constexpr (WithGrad) {
+      const Scalar gs = factor * detail::sigmoid(arg) / sigma;
+      const Scalar base = gs / Scalar(dim), slope = base * z / sigma;
+      g.array() = base + slope * (o.array() - oc - mean);
+      g(c) -= gs;
+    } else {
+      (void)factor;
+      (void)g;
+    }
+    return detail::softplus(arg) / a;
+  }
+
+  template <bool WithGrad, class O, class L, class G>
+  Scalar run(const O& o, const L& labels, G& g) const {
+    const Eigen::Index n = o.cols();
+    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(n));
+    const Acc total = detail::column_sum<Acc>(n, 3 * o.rows(), [&](Eigen::Index j) {
+      const Eigen::Index c = Eigen::Index(labels.coeff(j));
+      if constexpr (WithGrad)
+        return Acc(column<true>(o.matrix().col(j), c, factor, g.matrix().col(j)));
+      else
+        return Acc(column<false>(o.matrix().col(j), c, factor, 0));
+    });
+    return Scalar(total * Acc(factor));
+  }
+};
+
+}  // namespace losskit
