@@ -1,0 +1,337 @@
+#pragma once
+/// Comp-sum losses and smooth adversarial comp-sum losses
+/// (Mao, Mohri, Zhong, "Cross-Entropy Loss Functions: Theoretical Analysis
+/// and Applications", ICML 2023).
+///
+/// CompSum<S> (option `tau` >= 0, default 1), per sample with logits h (a
+/// column of C values), label y and p = softmax(h):
+///   ℓ^τ = Φ^τ(Σ_{k≠y} exp(h_k − h_y)),  Φ^τ(u) = ((1+u)^{1−τ} − 1)/(1 − τ), Φ^1(u) = log(1+u)
+///       = (1 − p_y^{τ−1})/(τ − 1)         (τ ≠ 1; since 1 + u = 1/p_y)
+///       = −log p_y                       (τ = 1)
+///   τ = 0: 1/p_y − 1 (sum-exponential); τ = 1: cross-entropy; τ in (1,2):
+///   generalized cross-entropy with q = τ − 1 (Zhang & Sabuncu, NeurIPS 2018);
+///   τ = 2: 1 − p_y (mean absolute error); τ > 2: bounded by 1/(τ − 1).
+///   gradient  ∂ℓ^τ/∂h = p_y^{τ−1} · (p − e_y)      (every τ)
+///
+/// Evaluated through log p_y = h_y − lse(h) (max-shifted), as
+/// ℓ = −log p_y · expm1(z)/z with z = (τ−1)·log p_y, so τ = 1 (z = 0) is
+/// exactly lse(h) − h_y, the cross-entropy formula, and τ → 1 is continuous.
+/// 1/p_y is never formed: for τ < 1 the value and gradient are finite
+/// wherever the mathematical value is, and overflow to inf only where it does.
+/// Softmax pass: one exp per logit (detail::shifted_exp).
+///
+/// SmoothAdversarialCompSum<S> (options `tau`, `nu` >= 0, default 1 and 1)
+/// takes clean logits h = h(x), perturbed logits h' = h(x') (the caller
+/// finds x', e.g. by a PGD inner attack on this loss) and labels:
+///   ℓ̃ = ℓ^τ(h, y) + ν·‖Δ' − Δ‖₂,   Δ_k = h_k − h_y,  Δ'_k = h'_k − h'_y
+///   (the smooth term of the paper's smooth adversarial comp-sum loss with
+///   its supremum over x' replaced by the given perturbed point).
+/// With d = Δ' − Δ (computed as δ − δ_y, δ = h' − h, which is exact when the
+/// perturbation is small) and n = ‖d‖₂:
+///   ∂ℓ̃/∂h'_j = ν·(d_j/n − [j = y]·Σ_k d_k/n),   ∂ℓ̃/∂h = ∇ℓ^τ − ∂ℓ̃/∂h'.
+/// At d = 0 the norm is not differentiable; the subgradient 0 is used
+/// (then both gradients equal the comp-sum gradient and 0). The norm is
+/// computed scaled by max|d_k|, so it neither overflows nor underflows.
+///
+/// Conventions: logits are C×N (samples are columns), labels an integer
+/// vector of length N with values in [0, C) (no ignore_index). Reduction
+/// Mean (default) divides the summed loss by N; Sum returns the sum.
+///
+/// Non-finite logits never throw. −inf at a non-label class means
+/// probability 0 (finite result); −inf at the label gives value +inf for
+/// τ <= 1 and 1/(τ−1) with gradient 0 for τ > 1; +inf at a non-label class
+/// gives +inf for τ <= 1 and 1/(τ−1) for τ > 1; NaN anywhere in a column, or
+/// +inf at its label, makes that sample's value and gradient NaN. Where the
+/// value is infinite the gradient may hold inf or NaN. In the smooth
+/// adversarial loss a non-finite d makes the smooth term NaN or inf.
+#include <Eigen/Core>
+#include <cmath>
+#include <limits>
+
+#include "core/checks.hpp"
+#include "core/numerics.hpp"
+#include "core/parallel.hpp"
+#include "core/reduction.hpp"
+
+namespace losskit {
+namespace detail {
+
+/// ℓ^τ from log p_y. Written as −log p_y · expm1(z)/z, z = (τ−1)·log p_y, for
+/// |z| < 1 so that τ near 1 loses nothing to (τ−1) underflowing in z/(τ−1);
+/// z = 0 (τ = 1) is the cross-entropy −log p_y exactly.
+template <class Scalar>
+Scalar comp_sum_from_log_p(Scalar log_p, Scalar tau) {
+  using std::expm1;
+  const Scalar q = tau - Scalar(1);
+  if (q == Scalar(0)) return Scalar(0) - log_p;
+  const Scalar z = q * log_p;
+  if (z == Scalar(0)) return Scalar(0) - log_p;
+  if (std::abs(z) < Scalar(1)) return -log_p * (expm1(z) / z);
+  return expm1(z) / -q;
+}
+
+/// One sample of a comp-sum loss: returns ℓ^τ of the logits column x with
+/// label y and, if WithGrad, writes factor·p_y^{τ−1}·(p − e_y) into g.
+/// The gradient is w·e with w = factor·p_y^{τ−1}/Σe (e = exp(x − max x)),
+/// and −w·Σ_{k≠y} e_k at the label; p_y^{τ−1} <= 1/p_y = 1 + ℓ^0 keeps it
+/// finite wherever the value is.
+template <bool WithGrad, class X, class G>
+typename X::Scalar comp_sum_column(const Eigen::MatrixBase<X>& x, Eigen::Index y, typename X::Scalar tau,
+                                   typename X::Scalar factor, const Eigen::MatrixBase<G>& g_out) {
+  using Scalar = typename X::Scalar;
+  using std::exp;
+  if constexpr (!WithGrad) {
+    (void)factor;
+    (void)g_out;
+    return comp_sum_from_log_p(Scalar(x.coeff(y) - log_sum_exp(x)), tau);
+  } else {
+    G& g = const_cast<G&>(g_out.derived());
+    Scalar sum_e;
+    const Scalar lse = shifted_exp(x, g, sum_e);
+    const Scalar log_p = x.coeff(y) - lse;
+    const Scalar q = tau - Scalar(1);
+    // τ = 1 needs no exp and must not turn a log_p of −inf into 0·inf.
+    const Scalar p_pow = q == Scalar(0) ? Scalar(1) : exp(q * log_p);
+    const Scalar w = p_pow / sum_e * factor;
+    const Scalar e_y = g.coeff(y);
+    g *= w;
+    g.coeffRef(y) = -w * (sum_e - e_y);
+    return comp_sum_from_log_p(log_p, tau);
+  }
+}
+
+/// ‖d‖₂ of a vector expression, scaled by max|d_k| so that no finite d
+/// overflows or underflows. If `unit` is given (WithUnit), writes d/‖d‖ into
+/// it (0 when d = 0). Non-finite d gives NaN or inf.
+template <bool WithUnit, class D, class U>
+typename D::Scalar scaled_norm(const Eigen::MatrixBase<D>& d, const Eigen::MatrixBase<U>& unit_out) {
+  using Scalar = typename D::Scalar;
+  using std::sqrt;
+  const Scalar scale = d.cwiseAbs().template maxCoeff<Eigen::PropagateNaN>();
+  if (scale == Scalar(0)) {
+    if constexpr (WithUnit) const_cast<U&>(unit_out.derived()).setZero();
+    return Scalar(0);
+  }
+  if (!(scale < std::numeric_limits<Scalar>::infinity())) {  // inf or NaN
+    if constexpr (WithUnit)
+      const_cast<U&>(unit_out.derived()).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+    return std::isnan(d.sum()) ? std::numeric_limits<Scalar>::quiet_NaN() : scale;
+  }
+  const Scalar inv_scale = Scalar(1) / scale;
+  if constexpr (WithUnit) {
+    U& u = const_cast<U&>(unit_out.derived());
+    u = d * inv_scale;
+    const Scalar r = u.norm();  // in [1, sqrt(C)]
+    u /= r;
+    return scale * r;
+  } else {
+    (void)unit_out;
+    return scale * (d * inv_scale).norm();
+  }
+}
+
+}  // namespace detail
+
+/// Comp-sum loss ℓ^τ (see the file comment). `tau` >= 0, default 1
+/// (cross-entropy). Named members: sum_exponential() (τ = 0),
+/// cross_entropy() (τ = 1), generalized_cross_entropy(q) (τ = 1 + q),
+/// mean_absolute_error() (τ = 2).
+template <class Scalar_>
+class CompSum {
+ public:
+  using Scalar = Scalar_;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::CompSum: Scalar must be float or double");
+
+  Scalar tau = Scalar(1);               ///< τ >= 0, finite
+  Reduction reduction = Reduction::Mean;  ///< Mean divides by N
+
+  CompSum() = default;
+  explicit CompSum(Scalar tau_, Reduction reduction_ = Reduction::Mean) : tau(tau_), reduction(reduction_) {}
+
+  /// τ = 0: 1/p_y − 1.
+  static CompSum sum_exponential() { return CompSum(Scalar(0)); }
+  /// τ = 1: −log p_y.
+  static CompSum cross_entropy() { return CompSum(Scalar(1)); }
+  /// τ = 1 + q: (1 − p_y^q)/q (Zhang & Sabuncu 2018 use q in (0, 1], default 0.7).
+  static CompSum generalized_cross_entropy(Scalar q = Scalar(0.7)) { return CompSum(Scalar(1) + q); }
+  /// τ = 2: 1 − p_y.
+  static CompSum mean_absolute_error() { return CompSum(Scalar(2)); }
+
+  template <class P, class L>
+  Scalar operator()(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    check(logits, labels);
+    const detail::eval_t<L> y(labels.derived());
+    detail::check_labels("CompSum", y, logits.cols(), logits.rows());
+    const detail::eval_t<P> x(logits.derived());
+    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;  // empty: no allocation
+    return run<false>(x, y, none);
+  }
+
+  template <class P, class L, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels,
+                            const Eigen::DenseBase<G>& grad) const {
+    check(logits, labels);
+    detail::check_output("CompSum", "grad", grad, logits.rows(), logits.cols());
+    const detail::eval_t<L> y(labels.derived());
+    detail::check_labels("CompSum", y, logits.cols(), logits.rows());
+    const detail::eval_t<P> x(logits.derived());
+    G& g = detail::prepare_output("CompSum", "grad", grad, logits.rows(), logits.cols());
+    return run<true>(x, y, g);
+  }
+
+  template <class P, class L>
+  Vector per_sample(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    check(logits, labels);
+    const detail::eval_t<L> y(labels.derived());
+    detail::check_labels("CompSum", y, logits.cols(), logits.rows());
+    const detail::eval_t<P> x(logits.derived());
+    Vector out(x.cols());
+    detail::column_for(x.cols(), x.rows(), [&](Eigen::Index j) {
+      out(j) = detail::comp_sum_column<false>(x.matrix().col(j), Eigen::Index(y.coeff(j)), tau, Scalar(1), out);
+    });
+    return out;
+  }
+
+ private:
+  using Acc = detail::acc_t<Scalar>;
+
+  template <class P, class L>
+  void check(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    detail::require_scalar<Scalar, P>();
+    detail::require_integer_labels<L>();
+    detail::check_non_negative("CompSum", "tau", tau);
+    detail::check_not_empty("CompSum", "logits", logits);
+    detail::check_vector_length("CompSum", "labels", labels, logits.cols());
+  }
+
+  template <bool WithGrad, class P, class L, class G>
+  Scalar run(const P& x, const L& y, G& g) const {
+    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(x.cols()));
+    const Acc total = detail::column_sum<Acc>(x.cols(), x.rows(), [&](Eigen::Index j) {
+      const Eigen::Index label = Eigen::Index(y.coeff(j));
+      if constexpr (WithGrad)
+        return Acc(detail::comp_sum_column<true>(x.matrix().col(j), label, tau, factor, g.matrix().col(j)));
+      else
+        return Acc(detail::comp_sum_column<false>(x.matrix().col(j), label, tau, factor, g));
+    });
+    return static_cast<Scalar>(total * static_cast<Acc>(factor));
+  }
+};
+
+/// Smooth adversarial comp-sum loss ℓ^τ(h, y) + ν·‖Δ(h') − Δ(h)‖₂ (see the
+/// file comment). Call as (clean_logits, adv_logits, labels);
+/// value_and_gradient(clean_logits, adv_logits, labels, grad_clean, grad_adv)
+/// writes the gradient for both logit matrices (two distinct outputs).
+template <class Scalar_>
+class SmoothAdversarialCompSum {
+ public:
+  using Scalar = Scalar_;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point<Scalar>::value,
+                "losskit::SmoothAdversarialCompSum: Scalar must be float or double");
+
+  Scalar tau = Scalar(1);               ///< τ >= 0 of the comp-sum term
+  Scalar nu = Scalar(1);                ///< ν >= 0, weight of the smooth term
+  Reduction reduction = Reduction::Mean;  ///< Mean divides by N
+
+  SmoothAdversarialCompSum() = default;
+  SmoothAdversarialCompSum(Scalar tau_, Scalar nu_, Reduction reduction_ = Reduction::Mean)
+      : tau(tau_), nu(nu_), reduction(reduction_) {}
+
+  template <class P, class A, class L>
+  Scalar operator()(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
+                    const Eigen::DenseBase<L>& labels) const {
+    check(clean_logits, adv_logits, labels);
+    const detail::eval_t<L> y(labels.derived());
+    detail::check_labels(kName, y, clean_logits.cols(), clean_logits.rows());
+    const detail::eval_t<P> c(clean_logits.derived());
+    const detail::eval_t<A> a(adv_logits.derived());
+    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;
+    return run<false>(c, a, y, none, none);
+  }
+
+  template <class P, class A, class L, class GC, class GA>
+  Scalar value_and_gradient(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
+                            const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<GC>& grad_clean,
+                            const Eigen::DenseBase<GA>& grad_adv) const {
+    check(clean_logits, adv_logits, labels);
+    const Eigen::Index rows = clean_logits.rows(), cols = clean_logits.cols();
+    detail::check_output(kName, "grad_clean", grad_clean, rows, cols);
+    detail::check_output(kName, "grad_adv", grad_adv, rows, cols);
+    const detail::eval_t<L> y(labels.derived());
+    detail::check_labels(kName, y, cols, rows);
+    const detail::eval_t<P> c(clean_logits.derived());
+    const detail::eval_t<A> a(adv_logits.derived());
+    GC& gc = detail::prepare_output(kName, "grad_clean", grad_clean, rows, cols);
+    GA& ga = detail::prepare_output(kName, "grad_adv", grad_adv, rows, cols);
+    return run<true>(c, a, y, gc, ga);
+  }
+
+  template <class P, class A, class L>
+  Vector per_sample(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
+                    const Eigen::DenseBase<L>& labels) const {
+    check(clean_logits, adv_logits, labels);
+    const detail::eval_t<L> y(labels.derived());
+    detail::check_labels(kName, y, clean_logits.cols(), clean_logits.rows());
+    const detail::eval_t<P> c(clean_logits.derived());
+    const detail::eval_t<A> a(adv_logits.derived());
+    Vector out(c.cols());
+    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;
+    detail::column_for(c.cols(), c.rows(), [&](Eigen::Index j) {
+      out(j) = column<false>(c, a, Eigen::Index(y.coeff(j)), j, Scalar(1), none, none);
+    });
+    return out;
+  }
+
+ private:
+  using Acc = detail::acc_t<Scalar>;
+  static constexpr const char* kName = "SmoothAdversarialCompSum";
+
+  template <class P, class A, class L>
+  void check(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
+             const Eigen::DenseBase<L>& labels) const {
+    detail::require_scalar<Scalar, P>();
+    detail::require_scalar<Scalar, A>();
+    detail::require_integer_labels<L>();
+    detail::check_non_negative(kName, "tau", tau);
+    detail::check_non_negative(kName, "nu", nu);
+    detail::check_not_empty(kName, "clean_logits", clean_logits);
+    detail::check_same_shape(kName, "adv_logits", clean_logits, adv_logits);
+    detail::check_vector_length(kName, "labels", labels, clean_logits.cols());
+  }
+
+  template <bool WithGrad, class C, class A, class GC, class GA>
+  Scalar column(const C& c, const A& a, Eigen::Index label, Eigen::Index j, Scalar factor, GC& gc, GA& ga) const {
+    const Scalar shift = a.coeff(label, j) - c.coeff(label, j);
+    auto d = ((a.matrix().col(j) - c.matrix().col(j)).array() - shift).matrix();
+    if constexpr (WithGrad) {
+      auto g_adv = ga.matrix().col(j);
+      auto g_clean = gc.matrix().col(j);
+      const Scalar n = detail::scaled_norm<true>(d, g_adv);  // g_adv = d/n
+      const Scalar s = g_adv.sum();
+      const Scalar nf = nu * factor;
+      g_adv *= nf;
+      g_adv.coeffRef(label) = -nf * s;  // d_y = 0
+      const Scalar loss = detail::comp_sum_column<true>(c.matrix().col(j), label, tau, factor, g_clean);
+      g_clean -= g_adv;
+      return loss + nu * n;
+    } else {
+      (void)gc;
+      (void)ga;
+      const Scalar n = detail::scaled_norm<false>(d, d);
+      return detail::comp_sum_column<false>(c.matrix().col(j), label, tau, factor, d) + nu * n;
+    }
+  }
+
+  template <bool WithGrad, class C, class A, class L, class GC, class GA>
+  Scalar run(const C& c, const A& a, const L& y, GC& gc, GA& ga) const {
+    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(c.cols()));
+    const Acc total = detail::column_sum<Acc>(c.cols(), 2 * c.rows(), [&](Eigen::Index j) {
+      return Acc(column<WithGrad>(c, a, Eigen::Index(y.coeff(j)), j, factor, gc, ga));
+    });
+    return static_cast<Scalar>(total * static_cast<Acc>(factor));
+  }
+};
+
+}  // namespace losskit
