@@ -1,0 +1,607 @@
+// CrossEntropy and BinaryCrossEntropyWithLogits: closed forms, a brute-force
+// long-double transcription of PyTorch's definitions, identities, gradients
+// (random points, ties, |x| ~ 1e4), float vs double, errors, allocation,
+// non-finite behaviour, sharded normalisation.
+#include <losskit/cross_entropy.hpp>
+#include <losskit/gradcheck.hpp>
+
+#include "test_util.hpp"
+
+using losskit::BinaryCrossEntropyWithLogits;
+using losskit::CrossEntropy;
+using losskit::Reduction;
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Reference: PyTorch's cross_entropy documentation transcribed literally, in
+// long double, with the unshifted softmax log p_k = x_k − log Σ_j exp(x_j)
+// (inputs are moderate so nothing overflows). Penalty per losskit's documented
+// convention: z·w_{y_i}·lse² (labels), z·lse² (probabilities), same normaliser.
+struct RefCE {
+  long double total = 0, penalty = 0, normaliser = 0;
+  double mean() const { return normaliser > 0 ? double((total + penalty) / normaliser) : 0.0; }
+  double sum() const { return double(total + penalty); }
+};
+
+RefCE ref_ce_labels(const Eigen::MatrixXd& x, const Eigen::VectorXi& y, const Eigen::VectorXd& w, double eps,
+                    double zc, int ignore = -100) {
+  const Eigen::Index C = x.rows();
+  RefCE r;
+  for (Eigen::Index i = 0; i < x.cols(); ++i) {
+    if (y(i) == ignore) continue;
+    long double z = 0;
+    for (Eigen::Index k = 0; k < C; ++k) z += std::exp((long double)x(k, i));
+    const long double lse = std::log(z);
+    auto wk = [&](Eigen::Index k) { return w.size() ? (long double)w(k) : 1.0L; };
+    long double l = (1 - (long double)eps) * wk(y(i)) * -((long double)x(y(i), i) - lse);
+    for (Eigen::Index k = 0; k < C; ++k) l += (long double)eps / C * wk(k) * -((long double)x(k, i) - lse);
+    r.total += l;
+    r.penalty += (long double)zc * wk(y(i)) * lse * lse;
+    r.normaliser += wk(y(i));
+  }
+  return r;
+}
+
+RefCE ref_ce_probs(const Eigen::MatrixXd& x, const Eigen::MatrixXd& q, const Eigen::VectorXd& w, double eps, double zc) {
+  const Eigen::Index C = x.rows();
+  RefCE r;
+  for (Eigen::Index i = 0; i < x.cols(); ++i) {
+    long double z = 0;
+    for (Eigen::Index k = 0; k < C; ++k) z += std::exp((long double)x(k, i));
+    const long double lse = std::log(z);
+    for (Eigen::Index k = 0; k < C; ++k) {
+      const long double qk = (1 - (long double)eps) * q(k, i) + (long double)eps / C;
+      r.total += (w.size() ? (long double)w(k) : 1.0L) * qk * -((long double)x(k, i) - lse);
+    }
+    r.penalty += (long double)zc * lse * lse;
+    r.normaliser += 1;
+  }
+  return r;
+}
+
+Eigen::MatrixXd random_distributions(Eigen::Index C, Eigen::Index N) {
+  Eigen::MatrixXd q = lktest::uniform(C, N, 0.0, 1.0);
+  for (Eigen::Index j = 0; j < N; ++j) q.col(j) /= q.col(j).sum();
+  return q;
+}
+
+Eigen::MatrixXd one_hot(const Eigen::VectorXi& y, Eigen::Index C) {
+  Eigen::MatrixXd q = Eigen::MatrixXd::Zero(C, y.size());
+  for (Eigen::Index i = 0; i < y.size(); ++i) q(y(i), i) = 1;
+  return q;
+}
+
+template <class F>
+void expect_gradient(const char* what, F&& loss, const Eigen::MatrixXd& x, const Eigen::MatrixXd& g,
+                     losskit::GradientCheckOptions opt = {}) {
+  const auto res = losskit::check_gradient(loss, x, g, opt);
+  INFO(what << ": " << res.report());
+  CHECK(res.passed);
+  CHECK(res.max_rel_error <= 1e-6);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- CrossEntropy
+
+TEST_CASE("CrossEntropy matches closed forms", "[ce]") {
+  // Equal logits: p = 1/C for every class, so −log p_y = log C whatever the
+  // label, smoothing or soft target; lse = log C gives the penalty z·log²C.
+  const Eigen::MatrixXd x = Eigen::MatrixXd::Constant(5, 3, 2.5);  // lse = 2.5 + log 5
+  const Eigen::VectorXi y = (Eigen::VectorXi(3) << 0, 4, 2).finished();
+  CrossEntropy<double> ce;
+  CHECK(ce(x, y) == Approx(std::log(5.0)).epsilon(1e-15));
+  ce.label_smoothing = 0.3;
+  CHECK(ce(x, y) == Approx(std::log(5.0)).epsilon(1e-15));
+  CHECK(ce(x, random_distributions(5, 3)) == Approx(std::log(5.0)).epsilon(1e-14));
+  ce.z_loss = 1e-2;
+  const double lse = 2.5 + std::log(5.0);
+  const auto r = ce.evaluate(x, y);
+  CHECK(r.cross_entropy == Approx(std::log(5.0)).epsilon(1e-15));
+  CHECK(r.z_penalty == Approx(1e-2 * lse * lse).epsilon(1e-15));
+  CHECK(r.loss == Approx(std::log(5.0) + 1e-2 * lse * lse).epsilon(1e-15));
+  CHECK(r.normaliser == 3.0);
+
+  // Two classes: CE = softplus(x_other − x_y) = log(1 + e^{-d}).
+  Eigen::MatrixXd two(2, 1);
+  two << 1.0, -0.5;
+  CrossEntropy<double> plain;
+  CHECK(plain(two, Eigen::VectorXi::Constant(1, 0)) == Approx(std::log1p(std::exp(-1.5))).epsilon(1e-15));
+  CHECK(plain(two, Eigen::VectorXi::Constant(1, 1)) == Approx(std::log1p(std::exp(1.5))).epsilon(1e-15));
+}
+
+TEST_CASE("CrossEntropy matches a long-double transcription of PyTorch's definition", "[ce]") {
+  const Eigen::Index C = 7, N = 9;
+  const Eigen::MatrixXd x = lktest::normal(C, N, 2.0);
+  Eigen::VectorXi y = lktest::labels(N, int(C));
+  y(2) = -100;
+  y(5) = -100;
+  const Eigen::VectorXd w = lktest::uniform(C, 1, 0.2, 3.0);
+  for (double eps : {0.0, 0.15}) {
+    for (double zc : {0.0, 1e-3}) {
+      for (bool weighted : {false, true}) {
+        CrossEntropy<double> ce;
+        ce.label_smoothing = eps;
+        ce.z_loss = zc;
+        if (weighted) ce.class_weights = w;
+        const Eigen::VectorXd wv = weighted ? w : Eigen::VectorXd();
+        const RefCE ref = ref_ce_labels(x, y, wv, eps, zc);
+        INFO("labels: eps " << eps << ", z " << zc << ", weighted " << weighted);
+        const auto r = ce.evaluate(x, y);
+        CHECK(lktest::rel_err(r.loss, ref.mean()) < 1e-13);
+        CHECK(lktest::rel_err(r.normaliser, double(ref.normaliser)) < 1e-15);
+        if (zc > 0) CHECK(lktest::rel_err(r.z_penalty, double(ref.penalty / ref.normaliser)) < 1e-13);
+        const Eigen::VectorXd per = ce.per_sample(x, y);
+        CHECK(per(2) == 0.0);
+        CHECK(lktest::rel_err(per.sum() / r.normaliser, ref.mean()) < 1e-13);
+        ce.reduction = Reduction::Sum;
+        CHECK(lktest::rel_err(ce(x, y), ref.sum()) < 1e-13);
+
+        const Eigen::MatrixXd q = random_distributions(C, N);
+        const RefCE refp = ref_ce_probs(x, q, wv, eps, zc);
+        INFO("probabilities");
+        CHECK(lktest::rel_err(ce(x, q), refp.sum()) < 1e-13);
+        ce.reduction = Reduction::Mean;
+        CHECK(lktest::rel_err(ce(x, q), refp.mean()) < 1e-13);
+        CHECK(ce.evaluate(x, q).normaliser == double(N));
+      }
+    }
+  }
+}
+
+TEST_CASE("CrossEntropy with labels equals CrossEntropy with one-hot probabilities", "[ce]") {
+  const Eigen::MatrixXd x = lktest::normal(6, 11, 3.0);
+  const Eigen::VectorXi y = lktest::labels(11, 6);
+  const Eigen::MatrixXd q = one_hot(y, 6);
+  for (double eps : {0.0, 0.2}) {
+    CrossEntropy<double> ce;
+    ce.label_smoothing = eps;
+    ce.z_loss = 1e-3;
+    Eigen::MatrixXd g_labels, g_probs;
+    const double v_labels = ce.value_and_gradient(x, y, g_labels);
+    const double v_probs = ce.value_and_gradient(x, q, g_probs);
+    INFO("smoothing " << eps);
+    CHECK(v_labels == Approx(v_probs).epsilon(1e-14));
+    CHECK(lktest::max_rel_err(g_labels, g_probs, 1e-14) < 1e-12);
+    // With class weights the Mean normalisers differ (Σ w_y vs N) by design;
+    // the Sum of the cross-entropy parts agrees.
+    ce.z_loss = 0;
+    ce.class_weights = lktest::uniform(6, 1, 0.5, 2.0);
+    ce.reduction = Reduction::Sum;
+    CHECK(ce.value_and_gradient(x, y, g_labels) == Approx(ce.value_and_gradient(x, q, g_probs)).epsilon(1e-14));
+    CHECK(lktest::max_rel_err(g_labels, g_probs, 1e-14) < 1e-12);
+  }
+}
+
+TEST_CASE("CrossEntropy: smoothing + ignore_index + class weights together", "[ce]") {
+  // The combination PyTorch got wrong twice: ignored samples must not count
+  // in the smoothing term or the denominator, and weights must enter the
+  // smoothing term per class k.
+  const Eigen::Index C = 4, N = 6;
+  Eigen::MatrixXd x = lktest::normal(C, N);
+  Eigen::VectorXi y(N);
+  y << 1, 7, 3, 7, 0, 2;  // ignore_index = 7 (a custom value)
+  x(0, 1) = kNaN;          // ignored columns are never read
+  x(2, 3) = kInf;
+  CrossEntropy<double> ce;
+  ce.ignore_index = 7;
+  ce.label_smoothing = 0.25;
+  ce.class_weights = (Eigen::VectorXd(C) << 0.5, 2.0, 1.0, 3.0).finished();
+  Eigen::MatrixXd xr = x;  // reference on the non-ignored columns only
+  xr.col(1).setZero();
+  xr.col(3).setZero();
+  const RefCE ref = ref_ce_labels(xr, y, ce.class_weights, 0.25, 0.0, 7);
+  // Normaliser by hand: w_1 + w_3 + w_0 + w_2 = 2 + 3 + 0.5 + 1.
+  CHECK(double(ref.normaliser) == 6.5);
+  Eigen::MatrixXd g;
+  const auto r = ce.evaluate(x, y, g);
+  CHECK(r.normaliser == 6.5);
+  CHECK(ce.normaliser(y) == 6.5);
+  CHECK(lktest::rel_err(r.loss, ref.mean()) < 1e-13);
+  CHECK(g.col(1).isZero(0));
+  CHECK(g.col(3).isZero(0));
+  CHECK(g.allFinite());
+  expect_gradient("CE smoothing+ignore+weights", [&](const Eigen::MatrixXd& z) {
+    Eigen::MatrixXd zz = z;
+    zz(0, 1) = kNaN;
+    zz(2, 3) = kInf;
+    return ce(zz, y);
+  }, xr, g);
+}
+
+TEST_CASE("CrossEntropy with every sample ignored gives 0 and a zero gradient", "[ce]") {
+  const Eigen::MatrixXd x = lktest::normal(5, 4);
+  const Eigen::VectorXi y = Eigen::VectorXi::Constant(4, -100);
+  CrossEntropy<double> ce;
+  ce.label_smoothing = 0.1;
+  ce.z_loss = 1e-4;
+  Eigen::MatrixXd g = lktest::sentinel(5, 4);
+  const auto r = ce.evaluate(x, y, g);
+  CHECK(r.loss == 0.0);
+  CHECK(r.z_penalty == 0.0);
+  CHECK(r.normaliser == 0.0);
+  CHECK(g.isZero(0));
+  // Zero class weights on every counted label: normaliser 0, same outcome.
+  ce.class_weights = Eigen::VectorXd::Zero(5);
+  CHECK(ce.value_and_gradient(x, lktest::labels(4, 5), g) == 0.0);
+  CHECK(g.isZero(0));
+}
+
+TEST_CASE("CrossEntropy gradient passes the finite-difference check", "[ce][gradient]") {
+  const Eigen::Index C = 6, N = 5;
+  const Eigen::MatrixXd x = lktest::normal(C, N, 2.0);
+  Eigen::VectorXi y = lktest::labels(N, int(C));
+  y(3) = -100;
+  const Eigen::MatrixXd q = random_distributions(C, N);
+  for (Reduction red : {Reduction::Mean, Reduction::Sum}) {
+    for (double eps : {0.0, 0.1}) {
+      for (bool weighted : {false, true}) {
+        CrossEntropy<double> ce;
+        ce.reduction = red;
+        ce.label_smoothing = eps;
+        ce.z_loss = 0.01;
+        if (weighted) ce.class_weights = lktest::uniform(C, 1, 0.2, 2.0);
+        INFO("reduction " << red << ", eps " << eps << ", weighted " << weighted);
+        Eigen::MatrixXd g;
+        CHECK(ce.value_and_gradient(x, y, g) == Approx(ce(x, y)).epsilon(1e-15));
+        expect_gradient("CE labels", [&](const Eigen::MatrixXd& z) { return ce(z, y); }, x, g);
+        CHECK(ce.value_and_gradient(x, q, g) == Approx(ce(x, q)).epsilon(1e-15));
+        expect_gradient("CE probabilities", [&](const Eigen::MatrixXd& z) { return ce(z, q); }, x, g);
+      }
+    }
+  }
+}
+
+TEST_CASE("CrossEntropy gradient at ties and at logits of magnitude 1e4", "[ce][gradient]") {
+  CrossEntropy<double> ce;
+  ce.label_smoothing = 0.1;
+  ce.z_loss = 1e-4;
+  // Ties: all logits equal, and two equal maxima.
+  Eigen::MatrixXd ties(4, 2);
+  ties << 1, 3, 1, 3, 1, -2, 1, 0.5;
+  const Eigen::VectorXi y = (Eigen::VectorXi(2) << 2, 1).finished();
+  Eigen::MatrixXd g;
+  ce.value_and_gradient(ties, y, g);
+  expect_gradient("CE ties", [&](const Eigen::MatrixXd& z) { return ce(z, y); }, ties, g);
+
+  // |x| ~ 1e4 with O(1) gaps: the loss is O(1), lse ~ 1e4, so the penalty's
+  // gradient 2·z·lse·p is O(1) too. Steps absolute: a 1e-3·1e4 step would
+  // cross the gaps.
+  const Eigen::MatrixXd big = (Eigen::MatrixXd::Constant(5, 3, 1e4) + lktest::normal(5, 3)).eval();
+  Eigen::MatrixXd big_mixed = big;
+  big_mixed.row(4).array() -= 2e4;  // one entry ~ -1e4: probability exp(-2e4) = 0
+  const Eigen::VectorXi yb = (Eigen::VectorXi(3) << 0, 4, 2).finished();
+  losskit::GradientCheckOptions opt;
+  opt.relative_step = false;
+  for (const Eigen::MatrixXd* xp : {&big, static_cast<const Eigen::MatrixXd*>(&big_mixed)}) {
+    const double v = ce.value_and_gradient(*xp, yb, g);
+    CHECK(std::isfinite(v));
+    CHECK(g.allFinite());
+    expect_gradient("CE |x| ~ 1e4", [&](const Eigen::MatrixXd& z) { return ce(z, yb); }, *xp, g, opt);
+  }
+  // Shift invariance of the CE part checks the value at 1e4 independently:
+  // CE(x + c) = CE(x) for any constant c.
+  CrossEntropy<double> plain;
+  const Eigen::MatrixXd small = big.array() - 1e4;
+  CHECK(plain(big, yb) == Approx(plain(small, yb)).epsilon(1e-11));
+  CrossEntropy<float> plain_f;
+  CHECK(double(plain_f(big.cast<float>(), yb)) == Approx(plain(big, yb)).epsilon(2e-3));
+}
+
+TEST_CASE("CrossEntropy in float agrees with double", "[ce][float]") {
+  for (Eigen::Index C : {Eigen::Index(3), Eigen::Index(2500)}) {
+    const Eigen::Index N = 40;
+    const Eigen::MatrixXf xf = lktest::normal<float>(C, N, 3.0);
+    const Eigen::VectorXi y = lktest::labels(N, int(C));
+    CrossEntropy<float> cf;
+    CrossEntropy<double> cd;
+    cf.label_smoothing = 0.1f;
+    cd.label_smoothing = 0.1;
+    cf.z_loss = 1e-3f;
+    cd.z_loss = 1e-3;
+    Eigen::MatrixXf gf;
+    Eigen::MatrixXd gd;
+    const float vf = cf.value_and_gradient(xf, y, gf);
+    const double vd = cd.value_and_gradient(xf.cast<double>(), y, gd);
+    INFO("CE float vs double, C = " << C << ": " << vf << " vs " << vd);
+    CHECK(lktest::rel_err(vf, vd) < 1e-5);
+    CHECK((gf.cast<double>() - gd).cwiseAbs().maxCoeff() <= 1e-5 * gd.cwiseAbs().maxCoeff());
+  }
+}
+
+TEST_CASE("CrossEntropy summed over shards and divided by the global normaliser equals the batch Mean", "[ce]") {
+  const Eigen::MatrixXd x = lktest::normal(5, 10);
+  Eigen::VectorXi y = lktest::labels(10, 5);
+  y(1) = y(8) = -100;
+  CrossEntropy<double> ce;
+  ce.class_weights = lktest::uniform(5, 1, 0.1, 2.0);
+  ce.label_smoothing = 0.1;
+  ce.z_loss = 1e-3;
+  Eigen::MatrixXd g_full;
+  const double full = ce.value_and_gradient(x, y, g_full);
+
+  CrossEntropy<double> shard = ce;
+  shard.reduction = Reduction::Sum;
+  const double global = shard.normaliser(y.head(4)) + shard.normaliser(y.tail(6));
+  Eigen::MatrixXd g(5, 10);
+  const double sum = shard.value_and_gradient(x.leftCols(4), y.head(4), g.leftCols(4)) +
+                     shard.value_and_gradient(x.rightCols(6), y.tail(6), g.rightCols(6));
+  CHECK(sum / global == Approx(full).epsilon(1e-14));
+  CHECK(lktest::max_rel_err(g / global, g_full, 1e-15) < 1e-13);
+}
+
+TEST_CASE("CrossEntropy parallel column loop agrees with per-column sums", "[ce]") {
+  // 64 x 2048 exceeds the parallel threshold when built with OpenMP.
+  const Eigen::MatrixXf x = lktest::normal<float>(64, 2048, 2.0);
+  const Eigen::VectorXi y = lktest::labels(2048, 64);
+  CrossEntropy<float> ce;
+  ce.reduction = Reduction::Sum;
+  const Eigen::VectorXf per = ce.per_sample(x, y);
+  double serial = 0;
+  for (Eigen::Index i = 0; i < per.size(); ++i) serial += per(i);
+  CHECK(lktest::rel_err(ce(x, y), serial) < 1e-6);
+}
+
+TEST_CASE("CrossEntropy accepts Eigen expressions and views", "[ce][expressions]") {
+  const Eigen::MatrixXd x = lktest::normal(4, 6);
+  const Eigen::VectorXi y = lktest::labels(6, 4);
+  CrossEntropy<double> ce;
+  ce.label_smoothing = 0.05;
+  Eigen::MatrixXd g_ref;
+  const double ref = ce.value_and_gradient(x, y, g_ref);
+  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const RowMajor rows = x.transpose();
+  Eigen::Map<const RowMajor> map(rows.data(), 6, 4);
+  Eigen::MatrixXd big_g = Eigen::MatrixXd::Zero(8, 8);
+  CHECK(ce.value_and_gradient(map.transpose(), y.array() + 0, big_g.block(2, 1, 4, 6)) == Approx(ref).epsilon(1e-15));
+  CHECK(big_g.block(2, 1, 4, 6).isApprox(g_ref, 1e-15));
+  CHECK(big_g.topRows(2).isZero(0));
+  const Eigen::MatrixXd a = Eigen::MatrixXd::Identity(4, 4) * 2.0;
+  CHECK(ce(a * x * 0.5, y) == Approx(ref).epsilon(1e-15));
+  Eigen::ArrayXXd ga;
+  CHECK(ce.value_and_gradient(x.array(), y, ga) == Approx(ref).epsilon(1e-15));
+  CHECK(ga.matrix().isApprox(g_ref, 1e-15));
+}
+
+TEST_CASE("CrossEntropy rejects invalid input and options, writing nothing", "[ce][errors]") {
+  const Eigen::MatrixXd x = lktest::normal(4, 3);
+  const Eigen::VectorXi y = (Eigen::VectorXi(3) << 0, 3, 1).finished();
+  Eigen::MatrixXd g = lktest::sentinel(4, 3);
+  CrossEntropy<double> ce;
+  SECTION("label out of range") {
+    const Eigen::VectorXi bad = (Eigen::VectorXi(3) << 0, 4, 1).finished();
+    CHECK_THROWS_WITH(ce.value_and_gradient(x, bad, g), lktest::Contains("CrossEntropy") &&
+                                                            lktest::Contains("labels") && lktest::Contains("4"));
+    const Eigen::VectorXi negative = (Eigen::VectorXi(3) << 0, -1, 1).finished();
+    CHECK_THROWS_AS(ce.value_and_gradient(x, negative, g), losskit::Error);
+  }
+  SECTION("wrong lengths and shapes") {
+    CHECK_THROWS_AS(ce.value_and_gradient(x, Eigen::VectorXi::Zero(4), g), losskit::Error);
+    CHECK_THROWS_AS(ce.value_and_gradient(x, lktest::normal(4, 2), g), losskit::Error);
+    ce.class_weights = Eigen::VectorXd::Ones(5);
+    CHECK_THROWS_WITH(ce.value_and_gradient(x, y, g), lktest::Contains("class_weights") && lktest::Contains("5"));
+    Eigen::MatrixXd owner = lktest::sentinel(5, 5);
+    ce.class_weights.resize(0);
+    CHECK_THROWS_AS(ce.value_and_gradient(x, y, owner.block(0, 0, 3, 3)), losskit::Error);
+    CHECK(lktest::untouched(owner, 5, 5));
+    CHECK_THROWS_AS(ce(Eigen::MatrixXd(0, 3), Eigen::VectorXi::Zero(3)), losskit::Error);
+  }
+  SECTION("invalid options") {
+    ce.class_weights = (Eigen::VectorXd(4) << 1, -0.5, 1, 1).finished();
+    CHECK_THROWS_WITH(ce.value_and_gradient(x, y, g), lktest::Contains("class_weights") && lktest::Contains("-0.5"));
+    CHECK_THROWS_AS(ce.normaliser(y), losskit::Error);
+    ce.class_weights(1) = kNaN;
+    CHECK_THROWS_AS(ce.value_and_gradient(x, y, g), losskit::Error);
+    ce.class_weights.resize(0);
+    ce.label_smoothing = 1.5;
+    CHECK_THROWS_WITH(ce.value_and_gradient(x, y, g), lktest::Contains("label_smoothing"));
+    ce.label_smoothing = -0.1;
+    CHECK_THROWS_AS(ce(x, y), losskit::Error);
+    ce.label_smoothing = 0;
+    ce.z_loss = -1e-4;
+    CHECK_THROWS_WITH(ce.value_and_gradient(x, lktest::normal(4, 3), g), lktest::Contains("z_loss"));
+  }
+  CHECK(lktest::untouched(g, 4, 3));
+}
+
+TEST_CASE("CrossEntropy value_and_gradient allocates nothing with a presized gradient", "[ce][alloc]") {
+  const Eigen::MatrixXf x = lktest::normal<float>(50, 60);
+  const Eigen::VectorXi y = lktest::labels(60, 50);
+  const Eigen::MatrixXf q = random_distributions(50, 60).cast<float>();
+  Eigen::MatrixXf g(50, 60);
+  CrossEntropy<float> ce;
+  ce.label_smoothing = 0.1f;
+  ce.z_loss = 1e-4f;
+  ce.class_weights = Eigen::VectorXf::Ones(50);
+  lktest::AllocationCounter counter;
+  const float v1 = ce.value_and_gradient(x, y, g);
+  const float v2 = ce.value_and_gradient(x, q, g);
+  const auto r = ce.evaluate(x, y, g);
+  CHECK(counter.count() == 0);
+  CHECK(std::isfinite(v1 + v2 + r.loss));
+}
+
+TEST_CASE("CrossEntropy non-finite logits: -inf is probability 0, +inf and NaN give NaN", "[ce][nonfinite]") {
+  Eigen::MatrixXd x = lktest::normal(3, 2);
+  const Eigen::VectorXi y = (Eigen::VectorXi(2) << 0, 1).finished();
+  CrossEntropy<double> ce;
+  Eigen::MatrixXd g;
+  SECTION("-inf on a non-target class: same as dropping that class") {
+    x(2, 0) = -kInf;
+    ce.value_and_gradient(x, y, g);
+    const Eigen::MatrixXd x2 = x.col(0).head(2);
+    CHECK(ce.per_sample(x, y)(0) == Approx(ce(x2, y.head(1))).epsilon(1e-15));
+    CHECK(g.allFinite());
+    // Eigen 3.4's vectorised exp floors at exp(-709.78) instead of 0.
+    CHECK(std::abs(g(2, 0)) < 1e-300);
+  }
+  SECTION("-inf on the target class: infinite loss, finite gradient") {
+    x(0, 0) = -kInf;
+    CHECK(ce.value_and_gradient(x, y, g) == kInf);
+    CHECK(g.allFinite());
+  }
+  SECTION("+inf or NaN: NaN") {
+    x(1, 0) = kInf;
+    CHECK(std::isnan(ce.value_and_gradient(x, y, g)));
+    CHECK(g.col(0).array().isNaN().all());
+    CHECK(g.col(1).allFinite());
+    x(1, 0) = kNaN;
+    CHECK(std::isnan(ce(x, y)));
+    x.col(0).setConstant(-kInf);
+    CHECK(std::isnan(ce(x, y)));
+  }
+}
+
+// ---------------------------------------------------------------- BCE with logits
+
+namespace {
+// Reference: PyTorch's formula ℓ = −w_p·t·log σ(x) − (1 − t)·log(1 − σ(x)),
+// evaluated naively in long double (moderate x only).
+long double ref_bce(long double x, long double t, long double wp) {
+  const long double s = 1 / (1 + std::exp(-x));
+  return -wp * t * std::log(s) - (1 - t) * std::log(1 - s);
+}
+}  // namespace
+
+TEST_CASE("BinaryCrossEntropyWithLogits matches the naive formula in long double", "[ce][bce]") {
+  const Eigen::MatrixXd x = lktest::normal(3, 5, 4.0), t = lktest::uniform(3, 5);
+  const Eigen::VectorXd wp = (Eigen::VectorXd(3) << 0.5, 1.0, 3.0).finished();
+  for (bool weighted : {false, true}) {
+    BinaryCrossEntropyWithLogits<double> bce;
+    if (weighted) bce.pos_weight = wp;
+    long double total = 0;
+    Eigen::VectorXd per_ref(5);
+    for (Eigen::Index j = 0; j < 5; ++j) {
+      long double col = 0;
+      for (Eigen::Index d = 0; d < 3; ++d) col += ref_bce(x(d, j), t(d, j), weighted ? wp(d) : 1.0);
+      per_ref(j) = double(col / 3);
+      total += col;
+    }
+    INFO("weighted " << weighted);
+    CHECK(lktest::rel_err(bce(x, t), double(total / 15)) < 1e-13);
+    CHECK(lktest::max_rel_err(bce.per_sample(x, t), per_ref) < 1e-13);
+    bce.reduction = Reduction::Sum;
+    CHECK(lktest::rel_err(bce(x, t), double(total)) < 1e-13);
+  }
+  // Closed form: x = 0 gives log 2 for any t (w_p = 1).
+  CHECK(BinaryCrossEntropyWithLogits<double>{}(Eigen::MatrixXd::Zero(2, 2), lktest::uniform(2, 2)) ==
+        Approx(std::log(2.0)).epsilon(1e-15));
+}
+
+TEST_CASE("BinaryCrossEntropyWithLogits gradient passes the finite-difference check", "[ce][bce][gradient]") {
+  Eigen::MatrixXd x = lktest::normal(4, 6, 3.0);
+  x(0, 0) = 0.0;
+  x(1, 0) = 40.0;
+  x(2, 0) = -40.0;
+  Eigen::MatrixXd t = lktest::uniform(4, 6);
+  t(0, 1) = 0;
+  t(1, 1) = 1;
+  for (bool weighted : {false, true}) {
+    for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+      BinaryCrossEntropyWithLogits<double> bce;
+      bce.reduction = r;
+      if (weighted) bce.pos_weight = (Eigen::VectorXd(4) << 0.0, 0.5, 2.0, 7.0).finished();
+      Eigen::MatrixXd g;
+      CHECK(bce.value_and_gradient(x, t, g) == Approx(bce(x, t)).epsilon(1e-15));
+      INFO("weighted " << weighted << ", reduction " << r);
+      expect_gradient("BCE", [&](const Eigen::MatrixXd& z) { return bce(z, t); }, x, g);
+    }
+  }
+  // |x| = 1e4: the loss is linear there (slope 1 − t or −w_p·t); absolute steps.
+  const Eigen::MatrixXd big = lktest::normal(3, 3, 1e4);
+  Eigen::MatrixXd g;
+  BinaryCrossEntropyWithLogits<double> bce;
+  const double v = bce.value_and_gradient(big, t.topLeftCorner(3, 3), g);
+  CHECK(std::isfinite(v));
+  losskit::GradientCheckOptions opt;
+  opt.relative_step = false;
+  expect_gradient("BCE |x| ~ 1e4", [&](const Eigen::MatrixXd& z) { return bce(z, t.topLeftCorner(3, 3)); }, big, g,
+                  opt);
+}
+
+TEST_CASE("BinaryCrossEntropyWithLogits defines the limits at +-inf", "[ce][bce][nonfinite]") {
+  // Limits of ℓ = (1 − t)x + r·softplus(−x), r = 1 + (w_p − 1)t:
+  //   x → +inf: ℓ ~ (1 − t)x → +inf (t < 1) or 0 (t = 1); ℓ' → 1 − t
+  //   x → −inf: ℓ ~ w_p·t·|x| → +inf (w_p·t > 0) or 0;   ℓ' → −w_p·t
+  BinaryCrossEntropyWithLogits<double> bce;
+  bce.reduction = Reduction::Sum;
+  bce.pos_weight = (Eigen::VectorXd(4) << 1.0, 1.0, 2.0, 0.0).finished();
+  Eigen::MatrixXd x(4, 2), t(4, 2);
+  x << kInf, -kInf, kInf, -kInf, kInf, -kInf, kInf, -kInf;
+  t << 1.0, 0.0, 0.3, 0.3, 0.0, 1.0, 1.0, 1.0;
+  Eigen::MatrixXd g;
+  const Eigen::VectorXd per = bce.per_sample(x.col(0), t.col(0));
+  CHECK(std::isinf(per(0)));  // rows 1 and 2 of column 0 have t < 1
+  Eigen::MatrixXd expected_g(4, 2);
+  expected_g << 0.0, 0.0, 0.7, -0.3, 1.0, -2.0, 0.0, 0.0;
+  CHECK(bce.value_and_gradient(x, t, g) == kInf);
+  CHECK(g.isApprox(expected_g, 1e-15));
+  // Only the finite limits: every entry with a zero linear coefficient.
+  Eigen::MatrixXd xf(3, 1), tf(3, 1);
+  xf << kInf, -kInf, -kInf;
+  tf << 1.0, 0.0, 1.0;
+  BinaryCrossEntropyWithLogits<double> finite;
+  finite.reduction = Reduction::Sum;
+  finite.pos_weight = (Eigen::VectorXd(3) << 1.0, 1.0, 0.0).finished();
+  CHECK(finite.value_and_gradient(xf, tf, g) == 0.0);
+  CHECK(g.isZero(0));
+  // Large finite logits give the same linear asymptote without overflow.
+  Eigen::MatrixXf xl(2, 1), tl(2, 1);
+  xl << 1e30f, -1e30f;
+  tl << 0.25f, 0.5f;
+  BinaryCrossEntropyWithLogits<float> bf;
+  bf.reduction = Reduction::Sum;
+  Eigen::MatrixXf gl;
+  CHECK(bf.value_and_gradient(xl, tl, gl) == Approx(0.75e30 + 0.5e30).epsilon(1e-6));
+  CHECK(gl(0) == 0.75f);
+  CHECK(gl(1) == -0.5f);
+  // NaN logits propagate; NaN targets are rejected.
+  xl(0) = std::numeric_limits<float>::quiet_NaN();
+  CHECK(std::isnan(bf(xl, tl)));
+  tl(1) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS(bf(xl, tl), losskit::Error);
+}
+
+TEST_CASE("BinaryCrossEntropyWithLogits in float agrees with double", "[ce][bce][float]") {
+  const Eigen::MatrixXf x = lktest::normal<float>(100, 300, 5.0), t = lktest::uniform<float>(100, 300);
+  BinaryCrossEntropyWithLogits<float> bf;
+  BinaryCrossEntropyWithLogits<double> bd;
+  bf.pos_weight = lktest::uniform<float>(100, 1, 0.5, 3.0);
+  bd.pos_weight = bf.pos_weight.cast<double>();
+  Eigen::MatrixXf gf;
+  Eigen::MatrixXd gd;
+  const float vf = bf.value_and_gradient(x, t, gf);
+  const double vd = bd.value_and_gradient(x.cast<double>(), t.cast<double>(), gd);
+  CHECK(lktest::rel_err(vf, vd) < 1e-6);
+  CHECK((gf.cast<double>() - gd).cwiseAbs().maxCoeff() <= 1e-6 * gd.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("BinaryCrossEntropyWithLogits rejects invalid input, writing nothing", "[ce][bce][errors]") {
+  const Eigen::MatrixXd x = lktest::normal(3, 4);
+  Eigen::MatrixXd t = lktest::uniform(3, 4);
+  Eigen::MatrixXd g = lktest::sentinel(3, 4);
+  BinaryCrossEntropyWithLogits<double> bce;
+  CHECK_THROWS_AS(bce.value_and_gradient(x, lktest::uniform(3, 5), g), losskit::Error);
+  t(2, 3) = 1.5;
+  CHECK_THROWS_WITH(bce.value_and_gradient(x, t, g), lktest::Contains("targets") && lktest::Contains("1.5"));
+  t(2, 3) = -0.0;
+  bce.pos_weight = Eigen::VectorXd::Ones(4);
+  CHECK_THROWS_WITH(bce.value_and_gradient(x, t, g), lktest::Contains("pos_weight"));
+  bce.pos_weight = (Eigen::VectorXd(3) << 1, -1, 1).finished();
+  CHECK_THROWS_AS(bce.value_and_gradient(x, t, g), losskit::Error);
+  CHECK(lktest::untouched(g, 3, 4));
+}
+
+TEST_CASE("BinaryCrossEntropyWithLogits allocates nothing with a presized gradient", "[ce][bce][alloc]") {
+  const Eigen::MatrixXf x = lktest::normal<float>(40, 50), t = lktest::uniform<float>(40, 50);
+  Eigen::MatrixXf g(40, 50);
+  BinaryCrossEntropyWithLogits<float> bce;
+  bce.pos_weight = Eigen::VectorXf::Constant(40, 2.0f);
+  lktest::AllocationCounter counter;
+  const float v = bce.value_and_gradient(x, t, g);
+  CHECK(counter.count() == 0);
+  CHECK(std::isfinite(v));
+}
