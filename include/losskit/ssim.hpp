@@ -1,0 +1,671 @@
+#pragma once
+/// SSIM and MS-SSIM losses (loss = 1 − index) with analytic gradients.
+///
+/// SSIM (Wang, Bovik, Sheikh, Simoncelli, IEEE TIP 2004), per plane X, Y and
+/// W = valid correlation with an 11×11 Gaussian window (σ = 1.5):
+///   μx = W X, μy = W Y, σx² = W(X²) − μx², σy² = W(Y²) − μy², σxy = W(XY) − μxμy
+///   S  = (2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2))
+///   CS = (2σxy + C2) / (σx² + σy² + C2),      C1 = (k1·L)², C2 = (k2·L)²
+///   index = mean of the valid S map; an image's index = mean over its channels.
+/// MS-SSIM (Wang, Simoncelli, Bovik, Asilomar 2003): M scales with 2×2 average
+/// pooling between them, v_j = mean CS at scales j < M, v_M = mean S at the
+/// last one, index = Π_j max(v_j, 0)^{w_j}, computed per channel and averaged
+/// over channels (as pytorch-msssim and piq do).
+///
+/// Conventions (chosen to match the reference MATLAB code, skimage with
+/// gaussian_weights=True, use_sample_covariance=False, and pytorch-msssim):
+///   window   Gaussian, `window_size` taps (odd, default 11), `sigma` 1.5, built
+///            in double, rounded once to Scalar and renormalised; separable
+///   padding  none ("valid"): the map is (H − ws + 1)×(W − ws + 1)
+///   moments  population (weights sum to 1), variances clamped at 0
+///   L        `data_range` = 1 by default (images in [0, 1]); pytorch-msssim
+///            defaults to 255: set data_range = 255 for 8-bit-scaled images
+///   pooling  odd sizes: OddSizePooling::ReplicateLast (default; MATLAB msssim.m
+///            and TensorFlow: the last row/column is averaged with itself) or
+///            OddSizePooling::ZeroFirst (pytorch-msssim avg_pool2d(padding = n % 2):
+///            a zero row/column is averaged in at the start); output ⌈n/2⌉ either way
+///   weights  MS-SSIM: 0.0448, 0.2856, 0.3001, 0.2363, 0.1333 by default, one per
+///            scale; fewer scales = a shorter vector; divided by their sum
+///            unless normalize_weights = false (the standard five sum to 1.0001)
+///
+/// Gradient (with respect to the first image only; see docs/ssim.md):
+///   with upstream G per map entry, α = G ∂S/∂μx, β = G ∂S/∂W(X²), γ = G ∂S/∂W(XY),
+///   ∇X = Wᵀα + 2X ⊙ Wᵀβ + Y ⊙ Wᵀγ, Wᵀ the exact adjoint of the valid filter
+///   ("full" correlation). MS-SSIM: c_j = w_j·MS/v_j, r_M = c_M g_M,
+///   r_j = c_j g_j + Dᵀ r_{j+1} with Dᵀ the exact adjoint of the 2×2 pooling.
+///   A scale term v_j <= 0 makes that channel's MS-SSIM 0 and its gradient
+///   exactly 0 (never NaN from 0^(w−1)).
+///   Internally every plane is shifted by the mean of both images at each scale
+///   before the second moments (SSIM is not shift invariant, so the means are
+///   shifted back in the luminance term), which keeps σ² accurate in float.
+///
+/// Layout: pred and target are (channels·height·width)×N, each column one image
+/// of `channels` planes, each plane column-major H×W, planes one after another.
+/// Reduction Mean: (1/N) Σ_images (1 − index); Sum: Σ_images (1 − index).
+/// Non-finite inputs: a NaN or ±inf pixel makes that channel's index NaN
+/// (so the loss is NaN) and its gradient plane NaN; other planes are unaffected.
+/// Workspace: each functor keeps a mutable workspace, so repeated calls of the
+/// same size allocate nothing; one functor must not be called from several
+/// threads at once (copy it per thread). Planes are processed in parallel with
+/// OpenMP when compiled with it.
+#include <Eigen/Core>
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/checks.hpp"
+#include "core/gaussian_filter.hpp"
+#include "core/numerics.hpp"
+#include "core/parallel.hpp"
+#include "core/reduction.hpp"
+
+namespace losskit {
+
+/// How MS-SSIM's 2×2 average pooling treats an odd height or width.
+enum class OddSizePooling {
+  ReplicateLast,  ///< MATLAB msssim.m / TensorFlow: last row/column averaged with itself
+  ZeroFirst       ///< pytorch-msssim: a zero row/column averaged in at the start
+};
+
+namespace detail {
+
+constexpr int kMaxSSIMScales = 16;
+
+template <class Scalar>
+struct SSIMConfig {
+  Eigen::Index height, width, channels, window;
+  double sigma;
+  Scalar c1, c2;
+  int scales;  ///< 1: plain SSIM
+  std::array<Scalar, kMaxSSIMScales> weights;
+  OddSizePooling pooling;
+};
+
+/// Smallest side that keeps `scales` scales at least `window` wide when each
+/// pooling maps n to ⌈n/2⌉: (window − 1)·2^(scales−1) + 1.
+inline Eigen::Index ssim_min_side(Eigen::Index window, int scales) {
+  return (window - 1) * (Eigen::Index(1) << (scales - 1)) + 1;
+}
+
+template <class Scalar>
+void check_ssim_options(const char* loss, Eigen::Index window, Scalar sigma, Scalar k1, Scalar k2,
+                        Scalar data_range) {
+  if (window < 1 || window % 2 == 0)
+    fail(loss, "window_size", "must be odd and >= 1 (the window is centred), got ", window);
+  check_positive(loss, "sigma", sigma);
+  check_positive(loss, "k1", k1);
+  check_positive(loss, "k2", k2);
+  check_positive(loss, "data_range", data_range);
+}
+
+template <class Scalar, class P, class T>
+void check_ssim_inputs(const char* loss, const SSIMConfig<Scalar>& cfg, const Eigen::DenseBase<P>& pred,
+                       const Eigen::DenseBase<T>& target) {
+  require_scalar<Scalar, P>();
+  require_scalar<Scalar, T>();
+  check_not_empty(loss, "pred", pred);
+  const Eigen::Index rows = cfg.channels * cfg.height * cfg.width;
+  if (pred.rows() != rows)
+    fail(loss, "pred", "has ", pred.rows(), " rows, expected channels·height·width = ", cfg.channels, "·",
+         cfg.height, "·", cfg.width, " = ", rows);
+  check_same_shape(loss, "target", pred, target);
+  const Eigen::Index min_side = ssim_min_side(cfg.window, cfg.scales);
+  if (cfg.height < min_side || cfg.width < min_side) {
+    if (cfg.scales == 1)
+      fail(loss, "images", "image ", cfg.height, "x", cfg.width, " is smaller than the ", cfg.window, "x",
+           cfg.window, " window: each side must be at least ", min_side,
+           " pixels (valid filtering); use a smaller window_size");
+    fail(loss, "images", "image ", cfg.height, "x", cfg.width, " is too small for ", cfg.scales,
+         " scales with window_size ", cfg.window, ": each side must be at least ", min_side,
+         " pixels (every scale must hold the window; 2x2 pooling maps n to ceil(n/2)); use fewer scales "
+         "(a shorter weights vector, renormalised) or a smaller window_size");
+  }
+}
+
+/// The shared SSIM / MS-SSIM machinery: per-plane forward (keeping what the
+/// backward pass needs) and backward, over a reusable workspace.
+template <class Scalar>
+class SSIMEngine {
+ public:
+  using Index = Eigen::Index;
+  using Acc = acc_t<Scalar>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+  /// Evaluates every plane; afterwards plane_index()(i·channels + c) is the
+  /// index of image i, channel c. With WithGrad, writes into grad the gradient
+  /// of Σ_planes upstream·index (upstream = d loss / d plane index).
+  template <bool WithGrad, class P, class T, class G>
+  void run(const SSIMConfig<Scalar>& cfg, const P& pred, const T& target, G* grad, Scalar upstream) {
+    prepare(cfg, pred.cols());
+    const Index planes = pred.cols() * cfg.channels, hw = cfg.height * cfg.width;
+    const int threads = loop_threads(planes, hw * cfg.window);
+    reserve_slots(threads);
+    column_for(planes, hw * cfg.window, [&](Index k) {
+      int slot = 0;
+#ifdef _OPENMP
+      if (threads > 1) slot = omp_get_thread_num();
+#endif
+      Scalar* w = workspace_.data() + Index(slot) * slot_size_;
+      const Index image = k / cfg.channels, offset = (k % cfg.channels) * hw;
+      Eigen::Map<Vector>(w + x_off_[0], hw) = pred.col(image).segment(offset, hw);
+      Eigen::Map<Vector>(w + y_off_[0], hw) = target.col(image).segment(offset, hw);
+      plane_index_(k) = plane<WithGrad>(cfg, w, upstream);
+      if constexpr (WithGrad) grad->col(image).segment(offset, hw) = Eigen::Map<const Vector>(w + r_off_[0], hw);
+    });
+  }
+
+  const Vector& plane_index() const { return plane_index_; }
+
+ private:
+  using MapV = Eigen::Map<Vector>;
+  using CMapV = Eigen::Map<const Vector>;
+
+  // Per-scale sizes and, within one thread's slot of the workspace, offsets
+  // of the shifted planes (x, y), the backward accumulator r and the three
+  // derivative maps (α, β, γ) of each scale, then shared column scratch.
+  std::array<Index, kMaxSSIMScales> h_{}, w_{}, x_off_{}, y_off_{}, r_off_{}, a_off_{}, b_off_{}, g_off_{};
+  Index ring_off_ = 0, prod_off_ = 0, mom_off_ = 0, map_off_ = 0, hcol_off_ = 0, vcol_off_ = 0, slot_size_ = 0;
+  Index window_ = 0;
+  double sigma_ = 0;
+  Vector taps_, workspace_, plane_index_;
+
+  void prepare(const SSIMConfig<Scalar>& cfg, Index images) {
+    if (window_ != cfg.window || sigma_ != cfg.sigma) {
+      taps_ = gaussian_window<Scalar>(cfg.window, cfg.sigma);
+      window_ = cfg.window;
+      sigma_ = cfg.sigma;
+    }
+    if (plane_index_.size() != images * cfg.channels) plane_index_.resize(images * cfg.channels);
+    Index off = 0;
+    for (int j = 0; j < cfg.scales; ++j) {
+      h_[j] = j == 0 ? cfg.height : (h_[j - 1] + 1) / 2;
+      w_[j] = j == 0 ? cfg.width : (w_[j - 1] + 1) / 2;
+      const Index full = h_[j] * w_[j], valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
+      x_off_[j] = off;
+      y_off_[j] = off += full;
+      r_off_[j] = off += full;
+      a_off_[j] = off += full;
+      b_off_[j] = off += valid;
+      g_off_[j] = off += valid;
+      off += valid;
+    }
+    const Index h = cfg.height, hv = h - cfg.window + 1;
+    ring_off_ = off;
+    prod_off_ = off += 5 * cfg.window * hv;
+    mom_off_ = off += 3 * h;
+    map_off_ = off += 5 * hv;
+    hcol_off_ = off += hv;
+    vcol_off_ = off += 3 * hv;
+    slot_size_ = off + 3 * h;
+  }
+
+  void reserve_slots(int threads) {
+    if (workspace_.size() < Index(threads) * slot_size_) workspace_.resize(Index(threads) * slot_size_);
+  }
+
+  template <bool WithGrad>
+  Scalar plane(const SSIMConfig<Scalar>& cfg, Scalar* w, Scalar upstream) const {
+    const int m = cfg.scales;
+    std::array<Scalar, kMaxSSIMScales> shift{}, v{};
+    for (int j = 0; j < m; ++j) {
+      const Index n = h_[j] * w_[j];
+      if (j > 0) {
+        pool(w + x_off_[j - 1], h_[j - 1], w_[j - 1], shift[j - 1], w + x_off_[j], cfg.pooling);
+        pool(w + y_off_[j - 1], h_[j - 1], w_[j - 1], shift[j - 1], w + y_off_[j], cfg.pooling);
+      }
+      MapV x(w + x_off_[j], n), y(w + y_off_[j], n);
+      shift[j] = Scalar((accurate_sum(x.array()) + accurate_sum(y.array())) / Acc(2 * n));
+      x.array() -= shift[j];
+      y.array() -= shift[j];
+      const Index valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
+      v[j] = Scalar(forward_scale<WithGrad>(cfg, w, j, shift[j], j == m - 1) / Acc(valid));
+    }
+
+    Scalar index = v[0];
+    bool positive = true;
+    if (m > 1) {
+      Acc log_ms = 0;
+      for (int j = 0; j < m; ++j) {
+        if (std::isnan(v[j])) return nan_plane<WithGrad>(cfg, w);
+        if (v[j] > Scalar(0))
+          log_ms += Acc(cfg.weights[j]) * std::log(Acc(v[j]));
+        else
+          positive = false;
+      }
+      index = positive ? Scalar(std::exp(log_ms)) : Scalar(0);
+    }
+    if constexpr (WithGrad) {
+      if (std::isnan(index)) return nan_plane<WithGrad>(cfg, w);
+      MapV r0(w + r_off_[0], cfg.height * cfg.width);
+      if (!positive) {
+        // MS-SSIM is 0 here and constant near points where a term is < 0:
+        // its gradient is defined as 0 (not 0·∞ from v^(w−1)).
+        r0.setZero();
+        return index;
+      }
+      for (int j = m - 1; j >= 0; --j) {
+        const Index valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
+        const Scalar dv = m == 1 ? Scalar(1) : cfg.weights[j] * index / v[j];
+        if (j == m - 1)
+          MapV(w + r_off_[j], h_[j] * w_[j]).setZero();
+        else
+          pool_adjoint(w + r_off_[j + 1], h_[j], w_[j], w + r_off_[j], cfg.pooling);
+        backward_scale(cfg, w, j, upstream * dv / Scalar(valid));
+      }
+    }
+    return index;
+  }
+
+  template <bool WithGrad>
+  Scalar nan_plane(const SSIMConfig<Scalar>& cfg, Scalar* w) const {
+    if constexpr (WithGrad)
+      MapV(w + r_off_[0], cfg.height * cfg.width).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+    return std::numeric_limits<Scalar>::quiet_NaN();
+  }
+
+  // One scale's forward pass, streamed over input columns: each column is
+  // filtered vertically into a ring of the last `window` columns (for the
+  // five moments x, y, x², y², xy), and each full ring gives one output
+  // column by the horizontal pass. Only the derivative maps touch memory
+  // beyond a few columns. Returns the sum of the S map (last scale) or CS map.
+  template <bool WithGrad>
+  Acc forward_scale(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar shift, bool last) const {
+    const Index h = h_[j], width = w_[j], ws = cfg.window, hv = h - ws + 1, half = ws / 2;
+    const Scalar* x = w + x_off_[j];
+    const Scalar* y = w + y_off_[j];
+    Scalar* ring = w + ring_off_;
+    Scalar* mom = w + mom_off_;
+    MapV xx(w + prod_off_, h), yy(w + prod_off_ + h, h), xy(w + prod_off_ + 2 * h, h);
+    auto ring_col = [&](Index moment, Index col) { return MapV(ring + (moment * ws + col % ws) * hv, hv); };
+    Acc total = 0;
+    for (Index jj = 0; jj < width; ++jj) {
+      const CMapV xc(x + jj * h, h), yc(y + jj * h, h);
+      xx = xc.cwiseProduct(xc);
+      yy = yc.cwiseProduct(yc);
+      xy = xc.cwiseProduct(yc);
+      correlate_valid(taps_, xc, ring_col(0, jj));
+      correlate_valid(taps_, yc, ring_col(1, jj));
+      correlate_valid(taps_, xx, ring_col(2, jj));
+      correlate_valid(taps_, yy, ring_col(3, jj));
+      correlate_valid(taps_, xy, ring_col(4, jj));
+      if (jj + 1 < ws) continue;
+      const Index col = jj + 1 - ws;
+      for (Index k = 0; k < 5; ++k) {
+        MapV o(mom + k * hv, hv);
+        o = taps_(half) * ring_col(k, col + half);
+        for (Index t = 0; t < half; ++t) o += taps_(t) * (ring_col(k, col + t) + ring_col(k, col + ws - 1 - t));
+      }
+      total += pointwise<WithGrad>(cfg, mom, hv, shift, last, w + map_off_, w + a_off_[j] + col * hv,
+                                   w + b_off_[j] + col * hv, w + g_off_[j] + col * hv);
+    }
+    return total;
+  }
+
+  // S (or CS) and its partials with respect to the shifted moments
+  // m = W(X − s), W((X − s)²), W((X − s)(Y − s)); μ = m + s enters only the
+  // luminance term. See the derivation in docs/ssim.md.
+  template <bool WithGrad>
+  Acc pointwise(const SSIMConfig<Scalar>& cfg, const Scalar* mom, Index hv, Scalar shift, bool last, Scalar* map,
+                Scalar* alpha, Scalar* beta, Scalar* gamma) const {
+    const Scalar *mx = mom, *my = mom + hv, *qx = mom + 2 * hv, *qy = mom + 3 * hv, *p = mom + 4 * hv;
+    const Scalar c1 = cfg.c1, c2 = cfg.c2;
+    if (last) {
+      for (Index i = 0; i < hv; ++i) {
+        const Scalar sxx = std::max(qx[i] - mx[i] * mx[i], Scalar(0));
+        const Scalar syy = std::max(qy[i] - my[i] * my[i], Scalar(0));
+        const Scalar a2 = 2 * (p[i] - mx[i] * my[i]) + c2, b2 = sxx + syy + c2;
+        const Scalar ux = mx[i] + shift, uy = my[i] + shift;
+        const Scalar a1 = 2 * ux * uy + c1, b1 = ux * ux + uy * uy + c1;
+        const Scalar inv = Scalar(1) / (b1 * b2), s = a1 * a2 * inv;
+        map[i] = s;
+        if constexpr (WithGrad) {
+          alpha[i] = 2 * (uy * a2 - my[i] * a1 + s * (mx[i] * b1 - ux * b2)) * inv;
+          beta[i] = -s / b2;
+          gamma[i] = 2 * a1 * inv;
+        }
+      }
+    } else {
+      for (Index i = 0; i < hv; ++i) {
+        const Scalar sxx = std::max(qx[i] - mx[i] * mx[i], Scalar(0));
+        const Scalar syy = std::max(qy[i] - my[i] * my[i], Scalar(0));
+        const Scalar inv = Scalar(1) / (sxx + syy + c2), cs = (2 * (p[i] - mx[i] * my[i]) + c2) * inv;
+        map[i] = cs;
+        if constexpr (WithGrad) {
+          alpha[i] = 2 * (mx[i] * cs - my[i]) * inv;
+          beta[i] = -cs * inv;
+          gamma[i] = 2 * inv;
+        }
+      }
+    }
+    return Acc(CMapV(map, hv).sum());
+  }
+
+  // r += coeff · (Wᵀα + 2X ⊙ Wᵀβ + Y ⊙ Wᵀγ), column by column: the horizontal
+  // adjoint gathers the valid-map columns that touched input column jj, the
+  // vertical adjoint spreads them back over the full height.
+  void backward_scale(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar coeff) const {
+    const Index h = h_[j], width = w_[j], ws = cfg.window, hv = h - ws + 1, wv = width - ws + 1;
+    const Scalar *x = w + x_off_[j], *y = w + y_off_[j];
+    const Scalar *am = w + a_off_[j], *bm = w + b_off_[j], *gm = w + g_off_[j];
+    Scalar* r = w + r_off_[j];
+    MapV ha(w + hcol_off_, hv), hb(w + hcol_off_ + hv, hv), hg(w + hcol_off_ + 2 * hv, hv);
+    MapV va(w + vcol_off_, h), vb(w + vcol_off_ + h, h), vg(w + vcol_off_ + 2 * h, h);
+    for (Index jj = 0; jj < width; ++jj) {
+      ha.setZero();
+      hb.setZero();
+      hg.setZero();
+      const Index k_lo = std::max<Index>(0, jj - (wv - 1)), k_hi = std::min<Index>(ws - 1, jj);
+      for (Index k = k_lo; k <= k_hi; ++k) {
+        const Index col = jj - k;
+        const Scalar t = coeff * taps_(k);
+        ha += t * CMapV(am + col * hv, hv);
+        hb += t * CMapV(bm + col * hv, hv);
+        hg += t * CMapV(gm + col * hv, hv);
+      }
+      correlate_valid_adjoint(taps_, ha, va);
+      correlate_valid_adjoint(taps_, hb, vb);
+      correlate_valid_adjoint(taps_, hg, vg);
+      MapV(r + jj * h, h).array() +=
+          va.array() + 2 * CMapV(x + jj * h, h).array() * vb.array() + CMapV(y + jj * h, h).array() * vg.array();
+    }
+  }
+
+  // Source index of tap t (0 or 1) of pooled index a along an axis of length
+  // n, or -1 for a zero pad.
+  static Index pool_source(Index a, int t, Index n, OddSizePooling conv) {
+    if (conv == OddSizePooling::ReplicateLast) return std::min(2 * a + t, n - 1);
+    return 2 * a + t - (n % 2);
+  }
+
+  // dst = 2×2 average of (src + add) (the zero pads of ZeroFirst stay zero).
+  static void pool(const Scalar* src, Index h, Index width, Scalar add, Scalar* dst, OddSizePooling conv) {
+    const Index h2 = (h + 1) / 2, w2 = (width + 1) / 2;
+    for (Index b = 0; b < w2; ++b)
+      for (Index a = 0; a < h2; ++a) {
+        Scalar s = 0;
+        for (int tq = 0; tq < 2; ++tq) {
+          const Index q = pool_source(b, tq, width, conv);
+          if (q < 0) continue;
+          for (int tp = 0; tp < 2; ++tp) {
+            const Index p = pool_source(a, tp, h, conv);
+            if (p >= 0) s += src[p + q * h] + add;
+          }
+        }
+        dst[a + b * h2] = s / Scalar(4);
+      }
+  }
+
+  // r = adjoint of pool applied to r2 (r is h×width, r2 the pooled size).
+  static void pool_adjoint(const Scalar* r2, Index h, Index width, Scalar* r, OddSizePooling conv) {
+    const Index h2 = (h + 1) / 2, w2 = (width + 1) / 2;
+    MapV(r, h * width).setZero();
+    for (Index b = 0; b < w2; ++b)
+      for (Index a = 0; a < h2; ++a) {
+        const Scalar g = r2[a + b * h2] / Scalar(4);
+        for (int tq = 0; tq < 2; ++tq) {
+          const Index q = pool_source(b, tq, width, conv);
+          if (q < 0) continue;
+          for (int tp = 0; tp < 2; ++tp) {
+            const Index p = pool_source(a, tp, h, conv);
+            if (p >= 0) r[p + q * h] += g;
+          }
+        }
+      }
+  }
+};
+
+/// The functors' common body: options → config, checks, and the reduction.
+template <class Scalar, class Loss>
+class SSIMFunctorBase {
+ public:
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+  Eigen::Index height() const { return height_; }
+  Eigen::Index width() const { return width_; }
+  Eigen::Index channels() const { return channels_; }
+
+ protected:
+  using Acc = acc_t<Scalar>;
+  Eigen::Index height_, width_, channels_;
+  mutable SSIMEngine<Scalar> engine_;
+
+  SSIMFunctorBase(const char* loss, Eigen::Index height, Eigen::Index width, Eigen::Index channels)
+      : height_(height), width_(width), channels_(channels) {
+    if (height < 1 || width < 1 || channels < 1)
+      fail(loss, "size", "height, width and channels must be >= 1, got ", height, ", ", width, ", ", channels);
+  }
+
+  template <class P, class T>
+  Scalar value(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    const SSIMConfig<Scalar> cfg = static_cast<const Loss&>(*this).config();
+    check_ssim_inputs(Loss::kName, cfg, pred, target);
+    const eval_t<P> p(pred.derived());
+    const eval_t<T> t(target.derived());
+    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>* none = nullptr;
+    engine_.template run<false>(cfg, p, t, none, Scalar(0));
+    return reduce(pred.cols());
+  }
+
+  template <class P, class T, class G>
+  Scalar value_and_grad(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
+                        const Eigen::DenseBase<G>& grad) const {
+    const SSIMConfig<Scalar> cfg = static_cast<const Loss&>(*this).config();
+    check_ssim_inputs(Loss::kName, cfg, pred, target);
+    check_output(Loss::kName, "grad", grad, pred.rows(), pred.cols());
+    const eval_t<P> p(pred.derived());
+    const eval_t<T> t(target.derived());
+    G& g = prepare_output(Loss::kName, "grad", grad, pred.rows(), pred.cols());
+    const Scalar upstream = -factor(pred.cols()) / Scalar(channels_);
+    engine_.template run<true>(cfg, p, t, &g, upstream);
+    return reduce(pred.cols());
+  }
+
+  template <class P, class T>
+  Vector indices(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    const SSIMConfig<Scalar> cfg = static_cast<const Loss&>(*this).config();
+    check_ssim_inputs(Loss::kName, cfg, pred, target);
+    const eval_t<P> p(pred.derived());
+    const eval_t<T> t(target.derived());
+    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>* none = nullptr;
+    engine_.template run<false>(cfg, p, t, none, Scalar(0));
+    Vector out(pred.cols());
+    for (Eigen::Index i = 0; i < pred.cols(); ++i) out(i) = Scalar(image_index(i));
+    return out;
+  }
+
+ private:
+  Scalar factor(Eigen::Index images) const {
+    return reduction_factor<Scalar>(static_cast<const Loss&>(*this).reduction, Acc(images));
+  }
+
+  Acc image_index(Eigen::Index i) const {
+    Acc s = 0;
+    for (Eigen::Index c = 0; c < channels_; ++c) s += Acc(engine_.plane_index()(i * channels_ + c));
+    return s / Acc(channels_);
+  }
+
+  Scalar reduce(Eigen::Index images) const {
+    Acc total = 0;
+    for (Eigen::Index i = 0; i < images; ++i) total += Acc(1) - image_index(i);
+    return Scalar(total * Acc(factor(images)));
+  }
+};
+
+}  // namespace detail
+
+/// SSIM loss 1 − SSIM on batches of images; see the file comment.
+template <class Scalar_>
+class SSIMLoss : public detail::SSIMFunctorBase<Scalar_, SSIMLoss<Scalar_>> {
+  using Base = detail::SSIMFunctorBase<Scalar_, SSIMLoss<Scalar_>>;
+  friend Base;
+
+ public:
+  using Scalar = Scalar_;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::SSIMLoss: Scalar must be float or double");
+  static constexpr const char* kName = "SSIMLoss";
+
+  Eigen::Index window_size = 11;  ///< Gaussian window taps per axis (odd)
+  Scalar sigma = Scalar(1.5);     ///< Gaussian standard deviation, pixels
+  Scalar k1 = Scalar(0.01);       ///< C1 = (k1·data_range)²
+  Scalar k2 = Scalar(0.03);       ///< C2 = (k2·data_range)²
+  Scalar data_range = Scalar(1);  ///< L: 1 for images in [0, 1], 255 for 8-bit values
+  Reduction reduction = Reduction::Mean;
+
+  /// Images of `channels` planes of height×width (rows = channels·height·width).
+  SSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1)
+      : Base(kName, height, width, channels) {}
+
+  template <class P, class T>
+  Scalar operator()(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    return this->value(pred, target);
+  }
+
+  template <class P, class T, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
+                            const Eigen::DenseBase<G>& grad) const {
+    return this->value_and_grad(pred, target, grad);
+  }
+
+  /// 1 − SSIM per image (length N).
+  template <class P, class T>
+  Vector per_sample(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    return Vector::Ones(pred.cols()) - this->indices(pred, target);
+  }
+
+  /// SSIM index per image (mean over its channels), length N.
+  template <class P, class T>
+  Vector index(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    return this->indices(pred, target);
+  }
+
+ private:
+  detail::SSIMConfig<Scalar> config() const {
+    detail::check_ssim_options(kName, window_size, sigma, k1, k2, data_range);
+    detail::SSIMConfig<Scalar> cfg{};
+    cfg.height = this->height_;
+    cfg.width = this->width_;
+    cfg.channels = this->channels_;
+    cfg.window = window_size;
+    cfg.sigma = double(sigma);
+    cfg.c1 = (k1 * data_range) * (k1 * data_range);
+    cfg.c2 = (k2 * data_range) * (k2 * data_range);
+    cfg.scales = 1;
+    cfg.weights[0] = Scalar(1);
+    cfg.pooling = OddSizePooling::ReplicateLast;
+    return cfg;
+  }
+};
+
+/// MS-SSIM loss 1 − MS-SSIM on batches of images; see the file comment.
+template <class Scalar_>
+class MSSSIMLoss : public detail::SSIMFunctorBase<Scalar_, MSSSIMLoss<Scalar_>> {
+  using Base = detail::SSIMFunctorBase<Scalar_, MSSSIMLoss<Scalar_>>;
+  friend Base;
+
+ public:
+  using Scalar = Scalar_;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::MSSSIMLoss: Scalar must be float or double");
+  static constexpr const char* kName = "MSSSIMLoss";
+
+  Eigen::Index window_size = 11;  ///< Gaussian window taps per axis (odd)
+  Scalar sigma = Scalar(1.5);     ///< Gaussian standard deviation, pixels
+  Scalar k1 = Scalar(0.01);       ///< C1 = (k1·data_range)²
+  Scalar k2 = Scalar(0.03);       ///< C2 = (k2·data_range)²
+  Scalar data_range = Scalar(1);  ///< L: 1 for images in [0, 1], 255 for 8-bit values
+  /// One exponent per scale, finest first (Wang et al. 2003); 1 to 16 scales.
+  std::vector<Scalar> weights = {Scalar(0.0448), Scalar(0.2856), Scalar(0.3001), Scalar(0.2363), Scalar(0.1333)};
+  bool normalize_weights = true;  ///< divide the weights by their sum
+  OddSizePooling pooling = OddSizePooling::ReplicateLast;
+  Reduction reduction = Reduction::Mean;
+
+  /// Images of `channels` planes of height×width (rows = channels·height·width).
+  MSSSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1)
+      : Base(kName, height, width, channels) {}
+
+  template <class P, class T>
+  Scalar operator()(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    return this->value(pred, target);
+  }
+
+  template <class P, class T, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
+                            const Eigen::DenseBase<G>& grad) const {
+    return this->value_and_grad(pred, target, grad);
+  }
+
+  /// 1 − MS-SSIM per image (length N).
+  template <class P, class T>
+  Vector per_sample(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    return Vector::Ones(pred.cols()) - this->indices(pred, target);
+  }
+
+  /// MS-SSIM index per image (mean over its channels), length N.
+  template <class P, class T>
+  Vector index(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    return this->indices(pred, target);
+  }
+
+ private:
+  detail::SSIMConfig<Scalar> config() const {
+    detail::check_ssim_options(kName, window_size, sigma, k1, k2, data_range);
+    const std::size_t m = weights.size();
+    if (m < 1 || m > std::size_t(detail::kMaxSSIMScales))
+      detail::fail(kName, "weights", "need 1 to ", detail::kMaxSSIMScales, " scales, got ", m);
+    detail::SSIMConfig<Scalar> cfg{};
+    Scalar sum = 0;
+    for (std::size_t j = 0; j < m; ++j) {
+      if (!(weights[j] > Scalar(0)) || !std::isfinite(weights[j]))
+        detail::fail(kName, "weights", "every weight must be finite and > 0, got ", weights[j], " at scale ", j);
+      sum += weights[j];
+    }
+    for (std::size_t j = 0; j < m; ++j) cfg.weights[j] = normalize_weights ? weights[j] / sum : weights[j];
+    cfg.height = this->height_;
+    cfg.width = this->width_;
+    cfg.channels = this->channels_;
+    cfg.window = window_size;
+    cfg.sigma = double(sigma);
+    cfg.c1 = (k1 * data_range) * (k1 * data_range);
+    cfg.c2 = (k2 * data_range) * (k2 * data_range);
+    cfg.scales = int(m);
+    cfg.pooling = pooling;
+    return cfg;
+  }
+};
+
+namespace detail {
+template <class Loss, class X, class Y>
+typename X::Scalar single_plane_index(Loss& loss, const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Y>& y) {
+  using Scalar = typename X::Scalar;
+  require_scalar<Scalar, Y>();
+  check_same_shape(Loss::kName, "y", x, y);
+  const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> xm = x.derived(), ym = y.derived();
+  const Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>> xc(xm.data(), xm.size()), yc(ym.data(), ym.size());
+  return loss.index(xc, yc)(0);
+}
+}  // namespace detail
+
+/// SSIM index of two single-channel H×W images (default options otherwise;
+/// use SSIMLoss(H, W).index(...) to change the window or k1, k2).
+template <class X, class Y>
+typename X::Scalar ssim(const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Y>& y,
+                        typename X::Scalar data_range = 1) {
+  SSIMLoss<typename X::Scalar> loss(x.rows(), x.cols(), 1);
+  loss.data_range = data_range;
+  return detail::single_plane_index(loss, x, y);
+}
+
+/// MS-SSIM index of two single-channel H×W images with the standard five
+/// scales (use MSSSIMLoss(H, W).index(...) for other weights or pooling).
+template <class X, class Y>
+typename X::Scalar ms_ssim(const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Y>& y,
+                           typename X::Scalar data_range = 1) {
+  MSSSIMLoss<typename X::Scalar> loss(x.rows(), x.cols(), 1);
+  loss.data_range = data_range;
+  return detail::single_plane_index(loss, x, y);
+}
+
+}  // namespace losskit

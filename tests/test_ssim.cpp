@@ -1,0 +1,444 @@
+// SSIM / MS-SSIM: closed forms, invariances, an independent brute-force
+// evaluation (direct 2-D window, explicit padding, long double), gradients
+// by finite differences, float vs double, errors, allocation-free reuse.
+#include <losskit/gradcheck.hpp>
+#include <losskit/ssim.hpp>
+
+#include <vector>
+
+#include "test_util.hpp"
+
+using losskit::MSSSIMLoss;
+using losskit::OddSizePooling;
+using losskit::Reduction;
+using losskit::SSIMLoss;
+
+namespace {
+
+using LMat = Eigen::Matrix<long double, Eigen::Dynamic, Eigen::Dynamic>;
+
+struct BruteOptions {
+  int window = 11;
+  long double sigma = 1.5L, k1 = 0.01L, k2 = 0.03L, data_range = 1;
+};
+
+// Mean S and mean CS of one plane straight from the definition (Wang et al.
+// 2004): a non-separable ws×ws Gaussian normalised as a whole, every window
+// position's moments summed directly.
+void brute_ssim(const LMat& x, const LMat& y, const BruteOptions& o, long double& s_mean, long double& cs_mean) {
+  const int ws = o.window, r = ws / 2;
+  LMat win(ws, ws);
+  for (int u = 0; u < ws; ++u)
+    for (int v = 0; v < ws; ++v)
+      win(u, v) = std::exp(-((u - r) * (u - r) + (v - r) * (v - r)) / (2 * o.sigma * o.sigma));
+  win /= win.sum();
+  const long double c1 = (o.k1 * o.data_range) * (o.k1 * o.data_range);
+  const long double c2 = (o.k2 * o.data_range) * (o.k2 * o.data_range);
+  long double s_sum = 0, cs_sum = 0;
+  const Eigen::Index hv = x.rows() - ws + 1, wv = x.cols() - ws + 1;
+  for (Eigen::Index j = 0; j < wv; ++j)
+    for (Eigen::Index i = 0; i < hv; ++i) {
+      long double mx = 0, my = 0;
+      for (int v = 0; v < ws; ++v)
+        for (int u = 0; u < ws; ++u) {
+          mx += win(u, v) * x(i + u, j + v);
+          my += win(u, v) * y(i + u, j + v);
+        }
+      long double vx = 0, vy = 0, cxy = 0;
+      for (int v = 0; v < ws; ++v)
+        for (int u = 0; u < ws; ++u) {
+          const long double dx = x(i + u, j + v) - mx, dy = y(i + u, j + v) - my;
+          vx += win(u, v) * dx * dx;
+          vy += win(u, v) * dy * dy;
+          cxy += win(u, v) * dx * dy;
+        }
+      const long double cs = (2 * cxy + c2) / (vx + vy + c2);
+      cs_sum += cs;
+      s_sum += (2 * mx * my + c1) / (mx * mx + my * my + c1) * cs;
+    }
+  s_mean = s_sum / (hv * wv);
+  cs_mean = cs_sum / (hv * wv);
+}
+
+// 2×2 average pooling by explicit padding to even size, then block means.
+LMat brute_pool(const LMat& x, OddSizePooling conv) {
+  const Eigen::Index h = x.rows(), w = x.cols(), ph = h + h % 2, pw = w + w % 2;
+  LMat p = LMat::Zero(ph, pw);
+  if (conv == OddSizePooling::ReplicateLast) {
+    p.topLeftCorner(h, w) = x;
+    if (ph > h) p.row(ph - 1).head(w) = x.row(h - 1);
+    if (pw > w) p.col(pw - 1).head(h) = x.col(w - 1);
+    if (ph > h && pw > w) p(ph - 1, pw - 1) = x(h - 1, w - 1);
+  } else {
+    p.bottomRightCorner(h, w) = x;
+  }
+  LMat out(ph / 2, pw / 2);
+  for (Eigen::Index j = 0; j < pw / 2; ++j)
+    for (Eigen::Index i = 0; i < ph / 2; ++i)
+      out(i, j) = (p(2 * i, 2 * j) + p(2 * i + 1, 2 * j) + p(2 * i, 2 * j + 1) + p(2 * i + 1, 2 * j + 1)) / 4;
+  return out;
+}
+
+long double brute_ms_ssim(LMat x, LMat y, const BruteOptions& o, const std::vector<long double>& weights,
+                          OddSizePooling conv) {
+  long double wsum = 0;
+  for (long double w : weights) wsum += w;
+  long double ms = 1;
+  for (std::size_t j = 0; j < weights.size(); ++j) {
+    long double s, cs;
+    brute_ssim(x, y, o, s, cs);
+    const long double v = j + 1 == weights.size() ? s : cs;
+    ms *= v > 0 ? std::pow(v, weights[j] / wsum) : 0;
+    x = brute_pool(x, conv);
+    y = brute_pool(y, conv);
+  }
+  return ms;
+}
+
+LMat plane(const Eigen::MatrixXd& images, Eigen::Index image, Eigen::Index channel, Eigen::Index h, Eigen::Index w) {
+  return Eigen::Map<const Eigen::MatrixXd>(images.col(image).data() + channel * h * w, h, w).cast<long double>();
+}
+
+// A target correlated with the prediction, so every MS-SSIM term is positive.
+Eigen::MatrixXd correlated(const Eigen::MatrixXd& x, double noise) {
+  return x + lktest::normal(x.rows(), x.cols(), noise);
+}
+
+}  // namespace
+
+TEST_CASE("SSIM of identical images is 1 with zero gradient", "[ssim]") {
+  const Eigen::MatrixXd x = lktest::uniform(2 * 20 * 17, 3);
+  Eigen::MatrixXd g;
+  SSIMLoss<double> loss(20, 17, 2);
+  CHECK(loss.value_and_gradient(x, x, g) == Approx(0.0).margin(1e-14));
+  CHECK(g.cwiseAbs().maxCoeff() <= 1e-13);
+  CHECK((loss.index(x, x).array() - 1).abs().maxCoeff() <= 1e-14);
+  MSSSIMLoss<double> ms(161, 161, 1);
+  const Eigen::MatrixXd big = lktest::uniform(161 * 161, 1);
+  CHECK(ms.value_and_gradient(big, big, g) == Approx(0.0).margin(1e-14));
+  CHECK(g.cwiseAbs().maxCoeff() <= 1e-13);
+}
+
+TEST_CASE("SSIM of two constant images has the closed form", "[ssim]") {
+  // Constant a, b: σ = 0 so CS = C2/C2 = 1 and S = (2ab + C1)/(a² + b² + C1);
+  // a = 0.25, b = 0.75, L = 1: 0.600063989762 (reference sheet, ssim.md).
+  const double expected = 0.600063989762;
+  const double c1 = 1e-4, closed = (2 * 0.25 * 0.75 + c1) / (0.25 * 0.25 + 0.75 * 0.75 + c1);
+  CHECK(closed == Approx(expected).epsilon(1e-11));
+  const Eigen::MatrixXd a = Eigen::MatrixXd::Constant(3 * 16 * 19, 2, 0.25), b = Eigen::MatrixXd::Constant(3 * 16 * 19, 2, 0.75);
+  SSIMLoss<double> loss(16, 19, 3);
+  CHECK(loss.index(a, b)(1) == Approx(expected).epsilon(1e-11));
+  CHECK(losskit::ssim(Eigen::MatrixXd::Constant(12, 30, 0.25), Eigen::MatrixXd::Constant(12, 30, 0.75)) ==
+        Approx(expected).epsilon(1e-11));
+  // MS-SSIM: CS = 1 at every scale, so MS = S^(w_5/Σw) with the last weight.
+  const double ms_expected = std::pow(expected, 0.1333 / 1.0001);
+  CHECK(losskit::ms_ssim(Eigen::MatrixXd::Constant(170, 165, 0.25), Eigen::MatrixXd::Constant(170, 165, 0.75)) ==
+        Approx(ms_expected).epsilon(1e-11));
+}
+
+TEST_CASE("SSIM and MS-SSIM are unchanged when images and data_range scale together", "[ssim]") {
+  const Eigen::MatrixXd x = lktest::uniform(2 * 24 * 21, 2);
+  const Eigen::MatrixXd y = correlated(x, 0.2);
+  SSIMLoss<double> unit(24, 21, 2), scaled(24, 21, 2);
+  scaled.data_range = 255;
+  Eigen::MatrixXd g1, g255;
+  const double v1 = unit.value_and_gradient(x, y, g1);
+  const double v255 = scaled.value_and_gradient(255 * x, 255 * y, g255);
+  CHECK(lktest::rel_err(v1, v255) < 1e-12);
+  CHECK((255 * g255 - g1).cwiseAbs().maxCoeff() <= 1e-11 * g1.cwiseAbs().maxCoeff());
+
+  MSSSIMLoss<double> ms_unit(24, 21, 2), ms_scaled(24, 21, 2);
+  for (auto* m : {&ms_unit, &ms_scaled}) {
+    m->window_size = 5;
+    m->weights = {0.2, 0.3, 0.5};
+  }
+  ms_scaled.data_range = 255;
+  CHECK(lktest::rel_err(ms_unit(x, y), ms_scaled(255 * x, 255 * y)) < 1e-12);
+}
+
+TEST_CASE("SSIM agrees with a brute-force non-separable evaluation", "[ssim][brute]") {
+  const Eigen::Index h = 23, w = 18, c = 3, n = 2;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, n), y = lktest::uniform(c * h * w, n);
+  for (int window : {11, 7}) {
+    for (double range : {1.0, 2.0}) {
+      SSIMLoss<double> loss(h, w, c);
+      loss.window_size = window;
+      loss.sigma = window == 7 ? 1.0 : 1.5;
+      loss.data_range = range;
+      BruteOptions o;
+      o.window = window;
+      o.sigma = loss.sigma;
+      o.data_range = range;
+      const Eigen::VectorXd idx = loss.index(x, y);
+      long double total_loss = 0;
+      for (Eigen::Index i = 0; i < n; ++i) {
+        long double mean = 0;
+        for (Eigen::Index ch = 0; ch < c; ++ch) {
+          long double s, cs;
+          brute_ssim(plane(x, i, ch, h, w), plane(y, i, ch, h, w), o, s, cs);
+          mean += s / c;
+        }
+        INFO("SSIM window " << window << " L " << range << " image " << i << ": " << idx(i) << " vs brute "
+                            << double(mean));
+        CHECK(lktest::rel_err(idx(i), double(mean)) < 1e-12);
+        total_loss += (1 - mean) / n;
+      }
+      CHECK(lktest::rel_err(loss(x, y), double(total_loss)) < 1e-12);
+    }
+  }
+  // The free function on a single plane.
+  long double s, cs;
+  brute_ssim(plane(x, 1, 2, h, w), plane(y, 1, 2, h, w), BruteOptions{}, s, cs);
+  const Eigen::Map<const Eigen::MatrixXd> xp(x.col(1).data() + 2 * h * w, h, w), yp(y.col(1).data() + 2 * h * w, h, w);
+  CHECK(lktest::rel_err(losskit::ssim(xp, yp), double(s)) < 1e-12);
+}
+
+TEST_CASE("MS-SSIM agrees with a brute-force evaluation for both odd-size poolings", "[ssim][brute]") {
+  const Eigen::Index h = 37, w = 42, c = 2, n = 2;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, n);
+  const Eigen::MatrixXd y = correlated(x, 0.3);
+  const std::vector<long double> weights = {0.1, 0.2, 0.3, 0.4};
+  for (OddSizePooling conv : {OddSizePooling::ReplicateLast, OddSizePooling::ZeroFirst}) {
+    MSSSIMLoss<double> loss(h, w, c);
+    loss.window_size = 5;
+    loss.sigma = 1.0;
+    loss.weights = {0.1, 0.2, 0.3, 0.4};
+    loss.pooling = conv;
+    BruteOptions o;
+    o.window = 5;
+    o.sigma = 1.0;
+    const Eigen::VectorXd idx = loss.index(x, y);
+    for (Eigen::Index i = 0; i < n; ++i) {
+      long double mean = 0;
+      for (Eigen::Index ch = 0; ch < c; ++ch)
+        mean += brute_ms_ssim(plane(x, i, ch, h, w), plane(y, i, ch, h, w), o, weights, conv) / c;
+      INFO("MS-SSIM pooling " << int(conv) << " image " << i << ": " << idx(i) << " vs brute " << double(mean));
+      CHECK(lktest::rel_err(idx(i), double(mean)) < 1e-12);
+    }
+  }
+  // Default five scales, window 11, on the smallest allowed image (161 → 81 → 41 → 21 → 11).
+  const Eigen::MatrixXd big_x = lktest::uniform(161, 161), big_y = correlated(big_x, 0.2);
+  const long double brute = brute_ms_ssim(big_x.cast<long double>(), big_y.cast<long double>(), BruteOptions{},
+                                          {0.0448, 0.2856, 0.3001, 0.2363, 0.1333}, OddSizePooling::ReplicateLast);
+  CHECK(lktest::rel_err(losskit::ms_ssim(big_x, big_y), double(brute)) < 1e-12);
+}
+
+TEST_CASE("SSIM gradient passes the finite-difference check", "[ssim][gradient]") {
+  const Eigen::Index h = 15, w = 13, c = 2, n = 2;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, n), y = correlated(x, 0.3);
+  for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+    SSIMLoss<double> loss(h, w, c);
+    loss.reduction = r;
+    Eigen::MatrixXd g;
+    const double v = loss.value_and_gradient(x, y, g);
+    CHECK(v == Approx(loss(x, y)).epsilon(1e-15));
+    const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g);
+    INFO("SSIM " << r << ": " << res.report());
+    CHECK(res.max_rel_error <= 1e-6);
+  }
+}
+
+TEST_CASE("MS-SSIM gradient passes the finite-difference check with odd sizes at every scale", "[ssim][gradient]") {
+  // 9 → 5 → 3 and 25 → 13 → 7: odd at every scale, so both pooling
+  // conventions' edge cases (replicated last / zero first) are exercised.
+  const Eigen::Index h = 9, w = 25, c = 2, n = 2;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, n), y = correlated(x, 0.2);
+  for (OddSizePooling conv : {OddSizePooling::ReplicateLast, OddSizePooling::ZeroFirst}) {
+    MSSSIMLoss<double> loss(h, w, c);
+    loss.window_size = 3;
+    loss.sigma = 0.8;
+    loss.weights = {0.3, 0.3, 0.4};
+    loss.pooling = conv;
+    Eigen::MatrixXd g;
+    const double v = loss.value_and_gradient(x, y, g);
+    REQUIRE(v < 1.0);  // every scale term positive: the smooth branch
+    const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g);
+    INFO("MS-SSIM pooling " << int(conv) << ": " << res.report());
+    CHECK(res.max_rel_error <= 1e-6);
+  }
+  // Default options (5 scales, window 11) on 161×161 (odd at all five
+  // scales), two channels: random coordinates plus random directions.
+  const Eigen::MatrixXd bx = lktest::uniform(2 * 161 * 161, 1), by = correlated(bx, 0.2);
+  MSSSIMLoss<double> loss(161, 161, 2);
+  Eigen::MatrixXd g;
+  loss.value_and_gradient(bx, by, g);
+  losskit::GradientCheckOptions opt;
+  opt.max_coordinates = 12;
+  opt.directions = 3;
+  opt.extrapolation_levels = 4;
+  const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, by); }, bx, g, opt);
+  INFO("MS-SSIM default options: " << res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+}
+
+TEST_CASE("MS-SSIM never produces NaN: non-positive scale terms give 0 and a zero gradient", "[ssim][nan]") {
+  // y = 1 − x is perfectly anti-correlated: CS < 0 at the finest scale.
+  const Eigen::Index h = 40, w = 40;
+  const Eigen::MatrixXd x = lktest::uniform(2 * h * w, 2);
+  Eigen::MatrixXd y = (1 - x.array()).matrix();
+  y.col(1) = correlated(x.col(1), 0.1);  // image 1 stays on the smooth branch
+  MSSSIMLoss<double> loss(h, w, 2);
+  loss.window_size = 5;
+  loss.weights = {0.5, 0.5};
+  Eigen::MatrixXd g;
+  const double v = loss.value_and_gradient(x, y, g);
+  const Eigen::VectorXd idx = loss.index(x, y);
+  CHECK(idx(0) == 0.0);
+  CHECK(idx(1) > 0.0);
+  CHECK(v == Approx((1.0 + (1.0 - idx(1))) / 2).epsilon(1e-14));
+  CHECK(g.allFinite());
+  CHECK(g.col(0).isZero(0));
+  CHECK(!g.col(1).isZero(0));
+}
+
+TEST_CASE("SSIM in float agrees with double", "[ssim][float]") {
+  const Eigen::Index h = 40, w = 36, c = 3, n = 2;
+  const Eigen::MatrixXf xf = lktest::uniform<float>(c * h * w, n);
+  const Eigen::MatrixXf yf = (xf + lktest::normal<float>(c * h * w, n, 0.1)).eval();
+  const Eigen::MatrixXd xd = xf.cast<double>(), yd = yf.cast<double>();
+  {
+    Eigen::MatrixXf gf;
+    Eigen::MatrixXd gd;
+    const float vf = SSIMLoss<float>(h, w, c).value_and_gradient(xf, yf, gf);
+    const double vd = SSIMLoss<double>(h, w, c).value_and_gradient(xd, yd, gd);
+    INFO("SSIM float " << vf << " vs double " << vd);
+    CHECK(std::abs(vf - vd) < 2e-6);
+    CHECK((gf.cast<double>() - gd).cwiseAbs().maxCoeff() <= 1e-4 * gd.cwiseAbs().maxCoeff());
+  }
+  {
+    MSSSIMLoss<float> mf(h, w, c);
+    MSSSIMLoss<double> md(h, w, c);
+    mf.window_size = md.window_size = 7;
+    mf.weights = {0.2f, 0.3f, 0.5f};
+    md.weights = {0.2, 0.3, 0.5};
+    Eigen::MatrixXf gf;
+    Eigen::MatrixXd gd;
+    const float vf = mf.value_and_gradient(xf, yf, gf);
+    const double vd = md.value_and_gradient(xd, yd, gd);
+    INFO("MS-SSIM float " << vf << " vs double " << vd);
+    CHECK(std::abs(vf - vd) < 2e-6);
+    CHECK((gf.cast<double>() - gd).cwiseAbs().maxCoeff() <= 1e-4 * gd.cwiseAbs().maxCoeff());
+  }
+  // 8-bit range in float: the mean shift keeps σ² accurate (W(X²) ~ 6e4).
+  const Eigen::MatrixXf xf255 = 255 * xf, yf255 = 255 * yf;
+  SSIMLoss<float> f255(h, w, c);
+  f255.data_range = 255;
+  CHECK(std::abs(f255(xf255, yf255) - SSIMLoss<double>(h, w, c)(xd, yd)) < 2e-6);
+}
+
+TEST_CASE("SSIM reductions, per-sample values and expression inputs", "[ssim]") {
+  const Eigen::Index h = 14, w = 12, c = 2, n = 3;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, n), y = correlated(x, 0.3);
+  SSIMLoss<double> loss(h, w, c);
+  const Eigen::VectorXd per = loss.per_sample(x, y);
+  CHECK(loss(x, y) == Approx(per.mean()).epsilon(1e-14));
+  loss.reduction = Reduction::Sum;
+  CHECK(loss(x, y) == Approx(per.sum()).epsilon(1e-14));
+  Eigen::MatrixXd g_ref;
+  loss.value_and_gradient(x, y, g_ref);
+
+  // Row-major N×D buffers seen through transpose, gradient into a Block.
+  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const RowMajor xr = x.transpose(), yr = y.transpose();
+  Eigen::MatrixXd big = Eigen::MatrixXd::Zero(c * h * w + 4, n + 2);
+  loss.value_and_gradient(xr.transpose(), (yr.array() * 1.0).matrix().transpose(), big.block(2, 1, c * h * w, n));
+  CHECK(big.block(2, 1, c * h * w, n).isApprox(g_ref, 1e-15));
+  CHECK(big.topRows(2).isZero(0));
+  Eigen::ArrayXXd ga;
+  loss.value_and_gradient(x.array(), y.array(), ga);
+  CHECK(ga.matrix().isApprox(g_ref, 1e-15));
+}
+
+TEST_CASE("SSIM and MS-SSIM reject invalid options and shapes, writing nothing", "[ssim][errors]") {
+  const Eigen::MatrixXd x = lktest::uniform(2 * 20 * 20, 2);
+  Eigen::MatrixXd g = lktest::sentinel(2 * 20 * 20, 2);
+  auto rejects = [&](const SSIMLoss<double>& loss, const char* needle) {
+    CHECK_THROWS_WITH(loss.value_and_gradient(x, x, g), lktest::Contains("SSIMLoss") && lktest::Contains(needle));
+    CHECK_THROWS_AS(loss(x, x), losskit::Error);
+    CHECK(lktest::untouched(g, 2 * 20 * 20, 2));
+  };
+  SSIMLoss<double> loss(20, 20, 2);
+  loss.window_size = 10;
+  rejects(loss, "window_size");
+  loss.window_size = 11;
+  loss.sigma = 0;
+  rejects(loss, "sigma");
+  loss.sigma = -1;
+  rejects(loss, "sigma");
+  loss.sigma = 1.5;
+  loss.data_range = 0;
+  rejects(loss, "data_range");
+  loss.data_range = 1;
+  loss.k2 = -0.03;
+  rejects(loss, "k2");
+  loss.k2 = 0.03;
+  loss.window_size = 21;
+  rejects(loss, "at least 21");
+
+  SSIMLoss<double> ok(20, 20, 2);
+  CHECK_THROWS_WITH(ok.value_and_gradient(x, lktest::uniform(2 * 20 * 20, 3), g), lktest::Contains("target"));
+  CHECK_THROWS_WITH(SSIMLoss<double>(20, 20, 3)(x, x), lktest::Contains("3·20·20"));
+  CHECK_THROWS_AS(ok.value_and_gradient(x, x, g.block(0, 0, 10, 2)), losskit::Error);
+  CHECK_THROWS_AS(SSIMLoss<double>(0, 20, 1), losskit::Error);
+  CHECK_THROWS_AS(losskit::ssim(Eigen::MatrixXd::Ones(20, 20), Eigen::MatrixXd::Ones(20, 21)), losskit::Error);
+  CHECK(lktest::untouched(g, 2 * 20 * 20, 2));
+
+  // MS-SSIM: 5 scales with window 11 need 161 px per side.
+  const Eigen::MatrixXd img = lktest::uniform(100 * 200, 1);
+  Eigen::MatrixXd gm = lktest::sentinel(100 * 200, 1);
+  MSSSIMLoss<double> ms(100, 200, 1);
+  CHECK_THROWS_WITH(ms.value_and_gradient(img, img, gm),
+                    lktest::Contains("MSSSIMLoss") && lktest::Contains("100x200") && lktest::Contains("161") &&
+                        lktest::Contains("fewer scales"));
+  ms.weights = {0.0448, 0.2856, 0.3001, 0.2363};  // 4 scales need 81: fine
+  CHECK_NOTHROW(ms(img, img));
+  ms.weights = {};
+  CHECK_THROWS_WITH(ms.value_and_gradient(img, img, gm), lktest::Contains("weights"));
+  ms.weights = {0.5, -0.5};
+  CHECK_THROWS_WITH(ms.value_and_gradient(img, img, gm), lktest::Contains("weights"));
+  ms.weights = {0.5, 0.5};
+  ms.window_size = 4;
+  CHECK_THROWS_WITH(ms.value_and_gradient(img, img, gm), lktest::Contains("window_size"));
+  CHECK(lktest::untouched(gm, 100 * 200, 1));
+}
+
+TEST_CASE("SSIM and MS-SSIM reuse their workspace: no allocation on repeated calls", "[ssim][alloc]") {
+  const Eigen::Index h = 48, w = 40, c = 2, n = 4;
+  const Eigen::MatrixXf x = lktest::uniform<float>(c * h * w, n), y = lktest::uniform<float>(c * h * w, n);
+  Eigen::MatrixXf g(c * h * w, n);
+  SSIMLoss<float> ssim(h, w, c);
+  MSSSIMLoss<float> ms(h, w, c);
+  ms.window_size = 7;
+  ms.weights = {0.3f, 0.3f, 0.4f};
+  ssim.value_and_gradient(x, y, g);  // first call sizes the workspace
+  ms.value_and_gradient(x, y, g);
+  lktest::AllocationCounter counter;
+  const float v1 = ssim.value_and_gradient(x, y, g);
+  const float v2 = ssim(x, y);
+  const float v3 = ms.value_and_gradient(x, y, g);
+  const float v4 = ms(x, y);
+  CHECK(counter.count() == 0);
+  CHECK(v1 == v2);
+  CHECK(v3 == v4);
+}
+
+TEST_CASE("SSIM propagates non-finite pixels to that plane only, without throwing", "[ssim][nonfinite]") {
+  const Eigen::Index h = 12, w = 12;
+  Eigen::MatrixXd x = lktest::uniform(2 * h * w, 2);
+  const Eigen::MatrixXd y = lktest::uniform(2 * h * w, 2);
+  x(5, 0) = std::numeric_limits<double>::quiet_NaN();
+  x(h * w + 3, 1) = std::numeric_limits<double>::infinity();
+  Eigen::MatrixXd g;
+  SSIMLoss<double> loss(h, w, 2);
+  CHECK(std::isnan(loss.value_and_gradient(x, y, g)));
+  CHECK(g.col(0).head(h * w).array().isNaN().all());
+  CHECK(g.col(0).tail(h * w).allFinite());
+  CHECK(g.col(1).tail(h * w).array().isNaN().all());
+  CHECK(g.col(1).head(h * w).allFinite());
+  MSSSIMLoss<double> ms(h * 2, w * 2, 1);
+  ms.window_size = 3;
+  ms.weights = {0.5, 0.5};
+  Eigen::MatrixXd xm = lktest::uniform(4 * h * w, 1);
+  xm(7, 0) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(std::isnan(ms.value_and_gradient(xm, xm, g)));
+}
