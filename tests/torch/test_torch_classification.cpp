@@ -193,3 +193,139 @@ TEST_CASE("BinaryCrossEntropyWithLogits agrees with torch binary_cross_entropy_w
     }
 }
 #endif
+
+#if __has_include(<losskit/z_loss.hpp>)
+#include <losskit/z_loss.hpp>
+
+namespace {
+
+// The spherical Z-loss written in torch ops (de Brébisson & Vincent 2016,
+// population variance over the D outputs of each sample).
+torch::Tensor torch_z_loss_per_sample(const torch::Tensor& o, const torch::Tensor& y, double a, double b) {
+  const torch::Tensor mu = o.mean(1, true);
+  const torch::Tensor sigma = (o - mu).square().mean(1, true).sqrt();
+  const torch::Tensor z_c = ((o - mu) / sigma).gather(1, y.unsqueeze(1)).squeeze(1);
+  return torch::softplus(a * (b - z_c)) / a;
+}
+
+}  // namespace
+
+TEST_CASE("ZLoss agrees with the Z-loss written in torch ops and differentiated by autograd", "[torch][z_loss]") {
+  const int d = 11, n = 35;
+  const Eigen::MatrixXd outputs = lktest::normal(d, n, 2.0, 0.7);
+  const Eigen::VectorXi labels = lktest::labels(n, d);
+  for (const auto& ab : {std::pair<double, double>{1.0, 0.0}, {3.0, 0.5}, {0.25, -1.0}})
+    for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+      losskit::ZLoss<double> zl;
+      zl.a = ab.first;
+      zl.b = ab.second;
+      zl.reduction = r;
+      Eigen::MatrixXd grad;
+      const double v = zl.value_and_gradient(outputs, labels, grad);
+
+      torch::Tensor o = lktorch::rows(outputs, true);
+      const torch::Tensor per = torch_z_loss_per_sample(o, lktorch::labels(labels), ab.first, ab.second);
+      const torch::Tensor ref = r == Reduction::Mean ? per.mean() : per.sum();
+      ref.backward();
+      INFO("ZLoss a " << ab.first << ", b " << ab.second << ", reduction " << r);
+      CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+      CHECK(lktest::max_rel_err(grad, lktorch::columns(o.grad()), 1e-12) < kTol);
+      CHECK(lktest::max_rel_err(zl.per_sample(outputs, labels), lktorch::vector(per)) < kTol);
+    }
+}
+
+TEST_CASE("ZLoss::spherical_terms agrees with autograd through s, q and o_c", "[torch][z_loss]") {
+  // The same loss as a function of the spherical statistics only:
+  // μ = s/D, σ² = q/D − μ², z_c = (o_c − μ)/σ.
+  const int d = 9;
+  const Eigen::MatrixXd o = lktest::normal(d, 1, 1.5, 0.3);
+  const double s = o.sum(), q = o.squaredNorm(), oc = o(4);
+  losskit::ZLoss<double> zl;
+  zl.a = 2.0;
+  zl.b = 0.3;
+  const auto terms = zl.spherical_terms(s, q, oc, d);
+
+  const auto opt = torch::dtype(torch::kDouble).requires_grad(true);
+  torch::Tensor ts = torch::tensor(s, opt), tq = torch::tensor(q, opt), toc = torch::tensor(oc, opt);
+  const torch::Tensor mu = ts / d;
+  const torch::Tensor z = (toc - mu) / (tq / d - mu * mu).sqrt();
+  const torch::Tensor ref = torch::softplus(zl.a * (zl.b - z)) / zl.a;
+  ref.backward();
+  // q/D − μ² cancels a little: both sides form it the same way, so agreement is still ~1e-12.
+  CHECK(lktest::rel_err(terms.value, lktorch::item(ref)) < kTol);
+  CHECK(lktest::rel_err(terms.d_sum, lktorch::item(ts.grad())) < kTol);
+  CHECK(lktest::rel_err(terms.d_sum_squares, lktorch::item(tq.grad())) < kTol);
+  CHECK(lktest::rel_err(terms.d_target, lktorch::item(toc.grad())) < kTol);
+}
+#endif
+
+#if __has_include(<losskit/comp_sum.hpp>)
+#include <losskit/comp_sum.hpp>
+
+namespace {
+
+// Comp-sum in the paper's form Φ^τ(u), u = Σ_{k≠y} exp(h_k − h_y)
+// (Mao, Mohri, Zhong, ICML 2023, Eq. for Φ^τ) — a different route from
+// losskit's evaluation through log p_y.
+torch::Tensor torch_comp_sum_per_sample(const torch::Tensor& h, const torch::Tensor& y, double tau) {
+  const torch::Tensor h_y = h.gather(1, y.unsqueeze(1));
+  const torch::Tensor others = torch::ones_like(h).scatter(1, y.unsqueeze(1), 0.0);
+  const torch::Tensor u = ((h - h_y).exp() * others).sum(1);
+  if (tau == 1.0) return torch::log1p(u);
+  return ((1.0 + u).pow(1.0 - tau) - 1.0) / (1.0 - tau);
+}
+
+}  // namespace
+
+TEST_CASE("CompSum agrees with Φ^τ(Σ_{k≠y} exp(h_k − h_y)) in torch ops, differentiated by autograd",
+          "[torch][comp_sum]") {
+  const int classes = 8, n = 30;
+  const Eigen::MatrixXd logits = lktest::normal(classes, n, 1.5);
+  const Eigen::VectorXi labels = lktest::labels(n, classes);
+  for (const double tau : {0.0, 0.5, 1.0, 1.7, 2.0, 3.0})
+    for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+      losskit::CompSum<double> cs;
+      cs.tau = tau;
+      cs.reduction = r;
+      Eigen::MatrixXd grad;
+      const double v = cs.value_and_gradient(logits, labels, grad);
+
+      torch::Tensor h = lktorch::rows(logits, true);
+      const torch::Tensor per = torch_comp_sum_per_sample(h, lktorch::labels(labels), tau);
+      const torch::Tensor ref = r == Reduction::Mean ? per.mean() : per.sum();
+      ref.backward();
+      INFO("CompSum tau " << tau << ", reduction " << r);
+      CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+      CHECK(lktest::max_rel_err(grad, lktorch::columns(h.grad()), 1e-12) < kTol);
+      CHECK(lktest::max_rel_err(cs.per_sample(logits, labels), lktorch::vector(per)) < kTol);
+    }
+}
+
+TEST_CASE("SmoothAdversarialCompSum agrees with ℓ^τ(h) + ν·‖Δ' − Δ‖₂ in torch ops, both gradients by autograd",
+          "[torch][comp_sum]") {
+  const int classes = 6, n = 20;
+  const Eigen::MatrixXd clean = lktest::normal(classes, n, 1.5);
+  const Eigen::MatrixXd adv = clean + lktest::normal(classes, n, 0.3);
+  const Eigen::VectorXi labels = lktest::labels(n, classes);
+  for (const double tau : {0.5, 1.0, 2.0})
+    for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+      const losskit::SmoothAdversarialCompSum<double> sac(tau, 0.7, r);
+      Eigen::MatrixXd g_clean, g_adv;
+      const double v = sac.value_and_gradient(clean, adv, labels, g_clean, g_adv);
+
+      torch::Tensor h = lktorch::rows(clean, true), ha = lktorch::rows(adv, true);
+      const torch::Tensor y = lktorch::labels(labels);
+      const torch::Tensor delta = h - h.gather(1, y.unsqueeze(1));
+      const torch::Tensor delta_adv = ha - ha.gather(1, y.unsqueeze(1));
+      const torch::Tensor per =
+          torch_comp_sum_per_sample(h, y, tau) + 0.7 * (delta_adv - delta).square().sum(1).sqrt();
+      const torch::Tensor ref = r == Reduction::Mean ? per.mean() : per.sum();
+      ref.backward();
+      INFO("SmoothAdversarialCompSum tau " << tau << ", reduction " << r);
+      CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+      CHECK(lktest::max_rel_err(g_clean, lktorch::columns(h.grad()), 1e-12) < kTol);
+      CHECK(lktest::max_rel_err(g_adv, lktorch::columns(ha.grad()), 1e-12) < kTol);
+      CHECK(lktest::max_rel_err(sac.per_sample(clean, adv, labels), lktorch::vector(per)) < kTol);
+    }
+}
+#endif
