@@ -1,0 +1,574 @@
+#pragma once
+/// Label-distributionally robust losses LDR-KL and ALDR-KL
+/// (Zhu, Ying, Yang, "Label Distributionally Robust Losses for Multi-class
+/// Classification: Consistency, Robustness and Adaptivity", ICML 2023).
+///
+/// Per sample (a column f of the C×N scores, label y, margin c):
+///   z_k = c·[k ≠ y] + f_k − f_y                      (z_y = 0)
+///   lse_u(v) = log((1/C)·Σ_k exp(v_k))               (log-mean-exp)
+///
+/// LDRKL<S> (options `lambda` > 0, default 1; `margin`, default 0.1):
+///   ψ = λ·lse_u(z/λ) = max_{p ∈ Δ_C} Σ_k p_k z_k − λ·KL(p, uniform)
+///   ∂ψ/∂f = softmax(z/λ) − e_y                        (paper Eq. (4); no 1/λ factor)
+///   Identities: c = 0, λ = 1 gives CrossEntropy − log C; λ → 0⁺ the
+///   Crammer–Singer hinge max_k z_k; λ → ∞ the mean of z. ψ may be negative
+///   (its infimum is −λ·log C). Evaluated max-shifted: ψ = max z +
+///   λ·log((1/C)·Σ exp((z_k − max z)/λ)); for very large λ the absolute error
+///   is about λ·ε·log C, since log((1/C)Σ…) → 0 is formed from a sum near C.
+///
+/// ALDRKL<S> (options `lambda0` > 0, default 10; `alpha` > 1, default 2;
+/// `margin`, default 0.1; the paper code's defaults), with a = α·log C/λ0:
+///   ψ = max_{λ ∈ I} g(λ),  g(λ) = λ·lse_u(z/λ) − (a/2)(λ − λ0)²,
+///   I = [λ0(1 − 1/α), λ0]
+///   g'(λ) = −KL(softmax(z/λ), u) − a(λ − λ0) = a·(T(λ) − λ),
+///   T(λ) = λ0·(1 − KL(softmax(z/λ), u)/(α·log C)) (paper's fixed point);
+///   g' > 0 below I and g' < 0 above it, so the maximiser over λ > 0 lies in I.
+///   g is NOT concave in general: λ·lse_u(z/λ) is the perspective of a convex
+///   function, hence convex in λ, with g''(λ) = Var_{softmax(z/λ)}(z)/λ³ − a.
+///   Several stationary points are possible; λ* is defined as the GLOBAL
+///   maximiser of g over I (the first found if several tie within tolerance).
+///   Gradient by the envelope theorem: ∂ψ/∂f = softmax(z/λ*) − e_y (the
+///   dependence through λ* drops out at a maximum).
+///   Solver, per sample (stateless, no per-dataset λ buffer — the paper's
+///   code keeps one λ per example and takes one fixed-point step per visit):
+///   - if (max z − min z)²/4 ≤ a·λ_lo³ (Popoviciu's bound on the variance
+///     makes g'' ≤ 0 on all of I) g is concave and λ* is its unique
+///     stationary point: safeguarded Newton on T(λ) − λ from λ0 inside the
+///     bracket [λ_lo, λ0] (bisection when a step leaves the bracket);
+///   - otherwise branch and bound on I: a sub-interval is discarded when an
+///     upper bound of g on it (from T being non-decreasing and from a bound
+///     on g'') is within `tolerance` of the best value found; sub-intervals
+///     proven concave (variance bound Var_λ ≤ exp(R·|1/λ − 1/λ'|)·Var_λ′)
+///     are solved by the same Newton iteration.
+///   Tolerances: Newton stops when its update is below 16·ε·λ0 (ε of the
+///   Scalar); values are compared to 16·ε·(|max z| + (max z − min z) + λ0·log C).
+///   At most 64 evaluations (one exp pass over the column each) per sample;
+///   typically 3–5 in the concave case. λ* per sample: lambda_star().
+///
+/// Optional score normalisation, `normalize_logits` (default false), as in the
+/// paper's official code (Optimization-AI/ICML2023_LDR, loss.py): the loss is
+/// computed on f = softplus(s)/mean_k softplus(s_k) (per sample, mean over
+/// classes) instead of the raw logits s. Gradient (exact chain rule):
+///   ∂ψ/∂s_j = σ(s_j)/m · (G_j − (1/C)·Σ_k G_k f_k),  G = ∂ψ/∂f,  m = mean softplus(s).
+///
+/// Layout: logits C×N (samples are columns), labels any integer vector of
+/// length N in [0, C). Reduction Mean (default) divides by N, Sum adds.
+/// Non-finite logits never throw or hang: NaN anywhere in a column, +inf on
+/// a non-target class or −inf on the target make that sample's loss and
+/// gradient NaN; −inf on a non-target class removes that class (its weight
+/// is ≈ 1e-308 rather than 0: Eigen's vectorised exp(−inf) is a denormal);
+/// +inf on the target with finite other classes gives the limit −λ·log C
+/// (LDR-KL) with a zero gradient (up to those denormals). With normalisation, a
+/// column whose softplus values all underflow (logits below about −87 in
+/// float, −745 in double) gives NaN.
+#include <Eigen/Core>
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+
+#include "core/checks.hpp"
+#include "core/numerics.hpp"
+#include "core/parallel.hpp"
+#include "core/reduction.hpp"
+
+namespace losskit {
+namespace detail {
+namespace ldr {
+
+/// Moments of e_k = exp(w_k/λ) over one column, w = z − max z ∈ [−R, 0]:
+/// S0 = Σ e, S1 = Σ e·w, S2 = Σ e·w².
+template <class Acc>
+struct Moments {
+  Acc s0 = 0, s1 = 0, s2 = 0;
+};
+
+/// One sample's shifted margin scores w_k = z_k − max z, produced block by
+/// block from the logits column (through the optional normalisation) so the
+/// exp pass stays in L1 and needs no heap workspace.
+template <class Scalar, class Col>
+class Column {
+ public:
+  using Acc = acc_t<Scalar>;
+  static constexpr Eigen::Index kBlock = 256;
+  static constexpr Scalar kInf = std::numeric_limits<Scalar>::infinity();
+  static constexpr Scalar kBig = Scalar(1e15);
+  using Buffer = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, kBlock, 1>;
+
+  /// need_range: also find min z (ALDR-KL's solver needs max z − min z).
+  Column(const Col& logits, Eigen::Index label, Scalar margin, bool normalize, bool need_range)
+      : s_(logits), y_(label), c_(logits.size()), normalize_(normalize) {
+    using std::log;
+    log_c_ = log(Acc(c_));
+    if (normalize_) {
+      Acc total = 0;
+      Buffer buf;
+      for (Eigen::Index start = 0; start < c_; start += kBlock) {
+        const Eigen::Index len = std::min(kBlock, c_ - start);
+        softplus_block(start, len, buf);
+        total += static_cast<Acc>(buf.sum());
+      }
+      inv_mean_ = Scalar(Acc(c_) / total);
+    }
+    const Scalar f_y = score(s_.coeff(y_));
+    if (c_ == 1) {
+      zmax_ = zmin_ = 0;
+    } else {
+      // max/min over k ≠ y; softplus is increasing, so normalisation maps
+      // the raw extremes to the normalised ones.
+      Scalar hi = -std::numeric_limits<Scalar>::infinity(), lo = std::numeric_limits<Scalar>::infinity();
+      if (y_ > 0) {
+        hi = s_.head(y_).maxCoeff();
+        if (need_range) lo = s_.head(y_).minCoeff();
+      }
+      if (y_ + 1 < c_) {
+        hi = std::max(hi, s_.tail(c_ - y_ - 1).maxCoeff());
+        if (need_range) lo = std::min(lo, s_.tail(c_ - y_ - 1).minCoeff());
+      }
+      if (need_range && lo == -kInf) {
+        // Classes at −inf carry no weight at any λ: the solver's range is over the others.
+        lo = kInf;
+        for (Eigen::Index k = 0; k < c_; ++k)
+          if (k != y_ && s_.coeff(k) > -kInf) lo = std::min(lo, s_.coeff(k));
+      }
+      const Scalar zhi = score(hi) + margin - f_y, zlo = score(lo) + margin - f_y;
+      // NaN-propagating: a NaN extreme must not be replaced by the 0 of z_y.
+      zmax_ = std::isnan(zhi) ? zhi : std::max(zhi, Scalar(0));
+      zmin_ = std::isnan(zlo) ? zlo : std::min(zlo, Scalar(0));
+    }
+    shift_ = f_y + zmax_ - margin;
+    f_y_ = f_y;
+  }
+
+  Eigen::Index classes() const { return c_; }
+  Acc log_classes() const { return log_c_; }
+  Scalar zmax() const { return zmax_; }
+  Scalar range() const { return zmax_ - zmin_; }
+
+  /// Moments at λ; writes e_k into `e_out` (a column of the gradient) when
+  /// Store. With Full = false only S0 is formed.
+  template <bool Store, bool Full, class E>
+  Moments<Acc> moments(Scalar lambda, E&& e_out) const {
+    Moments<Acc> m;
+    const Scalar inv = Scalar(1) / lambda;
+    Buffer w, e;
+    for (Eigen::Index start = 0; start < c_; start += kBlock) {
+      const Eigen::Index len = std::min(kBlock, c_ - start);
+      scores_block(start, len, w);
+      e = (w * inv).exp();
+      // A −inf score has weight 0 at every λ; finite stand-in keeps e·w and e·w² at 0, not NaN.
+      if constexpr (Full) w = (w == -kInf).select(Scalar(-kBig), w);
+      m.s0 += static_cast<Acc>(e.sum());
+      if constexpr (Full) {
+        m.s1 += static_cast<Acc>((e * w).sum());
+        m.s2 += static_cast<Acc>((e * w.square()).sum());
+      }
+      if constexpr (Store) e_out.segment(start, len).array() = e;
+    }
+    (void)e_out;
+    return m;
+  }
+
+  /// Turns e (stored in `g` by moments<true>) into factor·∂ψ/∂logits, where
+  /// ∂ψ/∂f = e/S0 − e_y.
+  template <class G>
+  void finish_gradient(G&& g, Acc s0, Scalar factor) const {
+    if (!normalize_) {
+      g.array() *= Scalar(Acc(factor) / s0);
+      g.coeffRef(y_) -= factor;
+      return;
+    }
+    // Σ_k G_k f_k = (Σ_k e_k f_k)/S0 − f_y.
+    Buffer f;
+    Acc ef = 0;
+    for (Eigen::Index start = 0; start < c_; start += kBlock) {
+      const Eigen::Index len = std::min(kBlock, c_ - start);
+      softplus_block(start, len, f);
+      ef += static_cast<Acc>((g.segment(start, len).array() * f).sum());
+    }
+    const Scalar d = Scalar((ef * Acc(inv_mean_) / s0 - Acc(f_y_)) / Acc(c_));
+    const Scalar p_scale = Scalar(Acc(1) / s0), outer = factor * inv_mean_;
+    for (Eigen::Index start = 0; start < c_; start += kBlock) {
+      const Eigen::Index len = std::min(kBlock, c_ - start);
+      g.segment(start, len).array() =
+          outer * s_.segment(start, len).array().logistic() * (g.segment(start, len).array() * p_scale - d);
+    }
+    const Scalar sy = s_.coeff(y_);
+    g.coeffRef(y_) -= outer * sigmoid(sy);
+  }
+
+ private:
+  Scalar score(Scalar s) const { return normalize_ ? softplus(s) * inv_mean_ : s; }
+
+  void softplus_block(Eigen::Index start, Eigen::Index len, Buffer& out) const {
+    out = s_.segment(start, len).array().max(Scalar(0)) + (-s_.segment(start, len).array().abs()).exp().log1p();
+  }
+
+  void scores_block(Eigen::Index start, Eigen::Index len, Buffer& w) const {
+    if (normalize_) {
+      softplus_block(start, len, w);
+      w = w * inv_mean_ - shift_;
+    } else {
+      w = s_.segment(start, len).array() - shift_;
+    }
+    // z_y = 0 exactly (the margin is not applied to the target class).
+    if (y_ >= start && y_ < start + len) w(y_ - start) = -zmax_;
+  }
+
+  const Col& s_;
+  Eigen::Index y_, c_;
+  bool normalize_;
+  Acc log_c_ = 0;
+  Scalar inv_mean_ = 1, zmax_ = 0, zmin_ = 0, shift_ = 0, f_y_ = 0;
+};
+
+/// Solves max_{λ ∈ [λ0(1 − 1/α), λ0]} g(λ) for one column (see ALDRKL).
+template <class Scalar, class Col, class E, bool Store>
+class AdaptiveSolver {
+ public:
+  using Acc = acc_t<Scalar>;
+  static constexpr int kMaxEvaluations = 64;
+  static constexpr int kMaxNewton = 40;
+
+  struct Point {
+    Acc lam, g, phi, var;  // λ, g(λ), T(λ) − λ, Var_{softmax(z/λ)}(z)
+  };
+  struct Result {
+    Acc lambda, value, s0;
+  };
+
+  AdaptiveSolver(const Column<Scalar, Col>& col, Scalar lambda0, Scalar alpha, E& e_out)
+      : col_(col), e_(e_out), lambda0_(lambda0), log_c_(col.log_classes()) {
+    a_ = Acc(alpha) * log_c_ / Acc(lambda0);
+    lo_ = Acc(lambda0) * (Acc(1) - Acc(1) / Acc(alpha));
+    const Acc eps = Acc(std::numeric_limits<Scalar>::epsilon());
+    const Acc range = Acc(col.range());
+    tol_lam_ = 16 * eps * Acc(lambda0);
+    tol_g_ = 16 * eps * (std::abs(Acc(col.zmax())) + range + Acc(lambda0) * log_c_);
+  }
+
+  Result solve() {
+    const Acc hi = Acc(lambda0_), range = Acc(col_.range());
+    Point best;
+    if (!(range > 0) || col_.classes() == 1) {
+      // KL ≡ 0 (all z equal or C = 1): T ≡ λ0.
+      best = evaluate(hi);
+    } else if (range * range / 4 <= a_ * lo_ * lo_ * lo_) {
+      best = newton(lo_, hi, hi, nullptr);
+    } else {
+      best = branch_and_bound();
+    }
+    if (best.lam != last_lam_) evaluate(best.lam);  // leaves e of λ* in the gradient column
+    return {best.lam, best.g, last_s0_};
+  }
+
+ private:
+  Point evaluate(Acc lam) {
+    using std::log;
+    ++evaluations_;
+    const Moments<Acc> m = col_.template moments<Store, true>(Scalar(lam), e_);
+    // The Scalar-rounded λ is the one the exp pass used: keep it exact.
+    lam = Acc(Scalar(lam));
+    const Acc ls = log(m.s0), mean = m.s1 / m.s0;
+    const Acc var = std::max(m.s2 / m.s0 - mean * mean, Acc(0));
+    const Acc kl = std::min(std::max(log_c_ - ls + mean / lam, Acc(0)), log_c_);
+    Point p;
+    p.lam = lam;
+    p.g = Acc(col_.zmax()) + lam * (ls - log_c_) - a_ / 2 * (lam - Acc(lambda0_)) * (lam - Acc(lambda0_));
+    p.phi = Acc(lambda0_) - kl / a_ - lam;
+    p.var = var;
+    last_lam_ = lam;
+    last_s0_ = m.s0;
+    return p;
+  }
+
+  /// Safeguarded Newton on φ = T − λ inside [l, r] with φ(l) ≥ 0 ≥ φ(r),
+  /// from x (already evaluated if `at_x` is given). Returns the last point
+  /// evaluated, a down-crossing of φ (a local maximum of g) to tolerance.
+  Point newton(Acc l, Acc r, Acc x, const Point* at_x) {
+    Point p = at_x ? *at_x : evaluate(x);
+    for (int it = 0; it < kMaxNewton; ++it) {
+      if (p.phi > 0)
+        l = p.lam;
+      else if (p.phi < 0)
+        r = p.lam;
+      else
+        return p;
+      const Acc slope = p.var / (a_ * p.lam * p.lam * p.lam) - 1;  // φ'(λ)
+      Acc next = slope < 0 ? p.lam - p.phi / slope : l - 1;
+      if (!(next > l && next < r)) next = (l + r) / 2;
+      if (!(std::abs(next - p.lam) > tol_lam_) || !(r - l > tol_lam_) || evaluations_ >= kMaxEvaluations) return p;
+      p = evaluate(next);
+    }
+    return p;
+  }
+
+  // Upper bound of g'' on [u.lam, v.lam]: Var_λ ≤ exp(R·(1/u − 1/v))·Var at
+  // either end (the softmax weights change by at most that factor), and
+  // Var ≤ R²/4 (Popoviciu).
+  Acc curvature_bound(const Point& u, const Point& v) const {
+    using std::exp;
+    const Acc range = Acc(col_.range());
+    const Acc spread = range * (1 / u.lam - 1 / v.lam);
+    Acc var = range * range / 4;
+    if (spread < 50) var = std::min(var, exp(spread) * std::min(u.var, v.var));
+    return var / (u.lam * u.lam * u.lam) - a_;
+  }
+
+  // Upper bound of g on [u, v] from g' = a(T − λ) with T non-decreasing
+  // (T(u) ≤ T ≤ T(v) inside) and from g'' ≤ m.
+  Acc upper_bound(const Point& u, const Point& v, Acc m) const {
+    const Acc w = v.lam - u.lam, tu = u.phi + u.lam, tv = v.phi + v.lam;
+    const Acc xl = std::min(std::max(tv, u.lam), v.lam), xr = std::min(std::max(tu, u.lam), v.lam);
+    Acc ub = std::min(u.g + a_ * (xl - u.lam) * (tv - (xl + u.lam) / 2),
+                      v.g + a_ * (v.lam - xr) * ((v.lam + xr) / 2 - tu));
+    const Acc du = a_ * u.phi, dv = a_ * v.phi;  // g'(u), g'(v)
+    if (m < 0) {
+      const Acc tu_peak = du > 0 ? std::min(du / -m, w) : Acc(0);
+      const Acc tv_peak = dv < 0 ? std::min(-dv / -m, w) : Acc(0);
+      ub = std::min(ub, u.g + du * tu_peak + m / 2 * tu_peak * tu_peak);
+      ub = std::min(ub, v.g - dv * tv_peak + m / 2 * tv_peak * tv_peak);
+    } else {
+      ub = std::min(ub, std::max(u.g, u.g + du * w + m / 2 * w * w));
+      ub = std::min(ub, std::max(v.g, v.g - dv * w + m / 2 * w * w));
+    }
+    return ub;
+  }
+
+  Point branch_and_bound() {
+    struct Node {
+      Point u, v;
+    };
+    std::array<Node, 2 * kMaxEvaluations + 2> stack;
+    int top = 0;
+    const Point lo = evaluate(lo_), hi = evaluate(Acc(lambda0_));
+    Point best = lo.g >= hi.g ? lo : hi;
+    stack[top++] = {lo, hi};
+    while (top > 0) {
+      const Node node = stack[--top];
+      const Point &u = node.u, &v = node.v;
+      if (!(v.lam - u.lam > tol_lam_)) continue;
+      const Acc m = curvature_bound(u, v);
+      const Acc ub = upper_bound(u, v, m);
+      if (!(ub > best.g + tol_g_)) {
+        // Nothing better than `best` here, but a down-crossing of φ next to
+        // it is the stationary point `best` approximates: land on it.
+        if (u.phi > 0 && v.phi < 0 && (u.lam == best.lam || v.lam == best.lam) && evaluations_ < kMaxEvaluations) {
+          const Point p = newton(u.lam, v.lam, best.lam, &best);
+          if (p.g >= best.g - tol_g_) best = p;
+        }
+        continue;
+      }
+      if (m <= 0) {
+        // Concave here: the only candidate is the stationary point inside.
+        if (u.phi > 0 && v.phi < 0) {
+          const Point p = newton(u.lam, v.lam, u.g >= v.g ? u.lam : v.lam, u.g >= v.g ? &u : &v);
+          if (p.g > best.g) best = p;
+        }
+        continue;
+      }
+      if (evaluations_ >= kMaxEvaluations) continue;
+      const Point mid = evaluate((u.lam + v.lam) / 2);
+      if (mid.g > best.g) best = mid;
+      stack[top++] = {mid, v};
+      stack[top++] = {u, mid};
+    }
+    return best;
+  }
+
+  const Column<Scalar, Col>& col_;
+  E& e_;
+  Scalar lambda0_;
+  Acc log_c_, a_ = 0, lo_ = 0, tol_lam_ = 0, tol_g_ = 0;
+  Acc last_lam_ = std::numeric_limits<Acc>::quiet_NaN(), last_s0_ = 1;
+  int evaluations_ = 0;
+};
+
+/// A do-nothing gradient column for value-only passes.
+struct NoColumn {
+  template <class I>
+  NoColumn segment(I, I) const {
+    return {};
+  }
+};
+
+}  // namespace ldr
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+
+/// LDR-KL: ψ = λ·log((1/C)·Σ_k exp(z_k/λ)), z_k = c·[k ≠ y] + f_k − f_y.
+/// See the top of this file for the gradient, limits and non-finite behaviour.
+template <class Scalar_>
+class LDRKL {
+ public:
+  using Scalar = Scalar_;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::LDRKL: Scalar must be float or double");
+
+  Scalar lambda = Scalar(1);      ///< λ > 0: temperature of the KL-regularised label distribution
+  Scalar margin = Scalar(0.1);    ///< c: added to every non-target score (the paper's experiments use 0.1)
+  bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
+  Reduction reduction = Reduction::Mean;
+
+  template <class P, class L>
+  Scalar operator()(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    check(logits, labels);
+    const detail::eval_t<P> s(logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(s.cols()));
+    const Acc total = detail::column_sum<Acc>(s.cols(), s.rows(), [&](Eigen::Index j) {
+      return column_value<false>(s, y, j, detail::ldr::NoColumn{}, factor);
+    });
+    return static_cast<Scalar>(total * Acc(factor));
+  }
+
+  template <class P, class L, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels,
+                            const Eigen::DenseBase<G>& grad) const {
+    check(logits, labels);
+    detail::check_output("LDRKL", "grad", grad, logits.rows(), logits.cols());
+    const detail::eval_t<P> s(logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    G& g = detail::prepare_output("LDRKL", "grad", grad, logits.rows(), logits.cols());
+    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(s.cols()));
+    const Acc total = detail::column_sum<Acc>(s.cols(), s.rows(), [&](Eigen::Index j) {
+      return column_value<true>(s, y, j, g.col(j), factor);
+    });
+    return static_cast<Scalar>(total * Acc(factor));
+  }
+
+  template <class P, class L>
+  Vector per_sample(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    check(logits, labels);
+    const detail::eval_t<P> s(logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    Vector out(s.cols());
+    detail::column_for(s.cols(), s.rows(), [&](Eigen::Index j) {
+      out(j) = static_cast<Scalar>(column_value<false>(s, y, j, detail::ldr::NoColumn{}, Scalar(1)));
+    });
+    return out;
+  }
+
+ private:
+  using Acc = detail::acc_t<Scalar>;
+
+  template <class P, class L>
+  void check(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    detail::require_scalar<Scalar, P>();
+    detail::check_positive("LDRKL", "lambda", lambda);
+    detail::check_finite("LDRKL", "margin", margin);
+    detail::check_not_empty("LDRKL", "logits", logits);
+    detail::check_labels("LDRKL", labels, logits.cols(), logits.rows());
+  }
+
+  template <bool WithGrad, class S, class Y, class GC>
+  Acc column_value(const S& s, const Y& y, Eigen::Index j, GC&& g, Scalar factor) const {
+    using std::log;
+    const auto sc = s.col(j);
+    const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(y.coeff(j)), margin, normalize_logits, false);
+    const detail::ldr::Moments<Acc> m = col.template moments<WithGrad, false>(lambda, g);
+    if constexpr (WithGrad) col.finish_gradient(g, m.s0, factor);
+    (void)factor;
+    return Acc(col.zmax()) + Acc(lambda) * (log(m.s0) - col.log_classes());
+  }
+};
+
+/// ALDR-KL: ψ = max_{λ ∈ [λ0(1 − 1/α), λ0]} λ·lse_u(z/λ) − (a/2)(λ − λ0)²,
+/// a = α·log C/λ0. See the top of this file for the solver and its tolerance.
+template <class Scalar_>
+class ALDRKL {
+ public:
+  using Scalar = Scalar_;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::ALDRKL: Scalar must be float or double");
+
+  Scalar lambda0 = Scalar(10);    ///< λ0 > 0: upper end of λ's range and centre of its penalty
+  Scalar alpha = Scalar(2);       ///< α > 1: penalty strength; λ* ∈ [λ0(1 − 1/α), λ0]
+  Scalar margin = Scalar(0.1);    ///< c: added to every non-target score
+  bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
+  Reduction reduction = Reduction::Mean;
+
+  template <class P, class L>
+  Scalar operator()(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    check(logits, labels);
+    const detail::eval_t<P> s(logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(s.cols()));
+    const Acc total = detail::column_sum<Acc>(s.cols(), s.rows(), [&](Eigen::Index j) {
+      detail::ldr::NoColumn none;
+      return solve_column<false>(s, y, j, none, factor).value;
+    });
+    return static_cast<Scalar>(total * Acc(factor));
+  }
+
+  template <class P, class L, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels,
+                            const Eigen::DenseBase<G>& grad) const {
+    check(logits, labels);
+    detail::check_output("ALDRKL", "grad", grad, logits.rows(), logits.cols());
+    const detail::eval_t<P> s(logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    G& g = detail::prepare_output("ALDRKL", "grad", grad, logits.rows(), logits.cols());
+    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(s.cols()));
+    const Acc total = detail::column_sum<Acc>(s.cols(), s.rows(), [&](Eigen::Index j) {
+      auto gc = g.col(j);
+      return solve_column<true>(s, y, j, gc, factor).value;
+    });
+    return static_cast<Scalar>(total * Acc(factor));
+  }
+
+  template <class P, class L>
+  Vector per_sample(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    return per_column(logits, labels, false);
+  }
+
+  /// The per-sample maximiser λ* (diagnostics): λ* ∈ [λ0(1 − 1/α), λ0],
+  /// the weight the adversarial label distribution was regularised with.
+  template <class P, class L>
+  Vector lambda_star(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    return per_column(logits, labels, true);
+  }
+
+ private:
+  using Acc = detail::acc_t<Scalar>;
+
+  template <class P, class L>
+  void check(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
+    detail::require_scalar<Scalar, P>();
+    detail::check_positive("ALDRKL", "lambda0", lambda0);
+    if (!(alpha > Scalar(1)) || !std::isfinite(static_cast<double>(alpha)))
+      detail::fail("ALDRKL", "alpha", "must be finite and > 1 (else λ's range reaches 0), got ", alpha);
+    detail::check_finite("ALDRKL", "margin", margin);
+    detail::check_not_empty("ALDRKL", "logits", logits);
+    detail::check_labels("ALDRKL", labels, logits.cols(), logits.rows());
+  }
+
+  template <class P, class L>
+  Vector per_column(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels, bool want_lambda) const {
+    check(logits, labels);
+    const detail::eval_t<P> s(logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    Vector out(s.cols());
+    detail::column_for(s.cols(), s.rows(), [&](Eigen::Index j) {
+      detail::ldr::NoColumn none;
+      const auto r = solve_column<false>(s, y, j, none, Scalar(1));
+      out(j) = static_cast<Scalar>(want_lambda ? r.lambda : r.value);
+    });
+    return out;
+  }
+
+  template <bool WithGrad, class S, class Y, class GC>
+  auto solve_column(const S& s, const Y& y, Eigen::Index j, GC& g, Scalar factor) const {
+    const auto sc = s.col(j);
+    using Col = decltype(sc);
+    const detail::ldr::Column<Scalar, Col> col(sc, Eigen::Index(y.coeff(j)), margin, normalize_logits, true);
+    detail::ldr::AdaptiveSolver<Scalar, Col, GC, WithGrad> solver(col, lambda0, alpha, g);
+    const auto r = solver.solve();
+    if constexpr (WithGrad) col.finish_gradient(g, r.s0, factor);
+    (void)factor;
+    return r;
+  }
+};
+
+}  // namespace losskit
