@@ -1,0 +1,544 @@
+#pragma once
+/// Cauchy–Schwarz divergence information bottleneck for regression (CS-IB):
+/// Yu, Yu, Løkse, Jenssen, Príncipe, "Cauchy-Schwarz Divergence Information
+/// Bottleneck for Regression", ICLR 2024.
+///
+///   CSIB        L = D̂_CS(p(y|x); q(ŷ|x)) + β·Î_CS(x; t)
+///
+/// Gaussian kernels κ_σ(a, b) = exp(−‖a − b‖²/(2σ²)) (no prefactor: it cancels)
+/// over a batch of N samples (columns): K = κ(x_i, x_j), L¹ = κ(y_i, y_j),
+/// L² = κ(ŷ_i, ŷ_j), E = K∘κ(ŷ_j, y_i) (row j), Q = κ(t_i, t_j).
+///
+///   CSDivergence (yhat, y, x), row weights w_j:
+///     A = Σ_j w_j Σ_i K_ji L¹_ji,  B = Σ_j w_j Σ_i K_ji L²_ji,  C = Σ_j w_j Σ_i E_ji
+///     D̂ = log A + log B − 2·log C                       (the paper's estimator)
+///     weighting Paper: w_j = 1/(Σ_i K_ji)², OfficialCode: w_j = 1/Σ_i K_ji²
+///     (the authors' released code), Uniform: w ≡ 1 (the plain joint CS divergence).
+///     symmetric_cross_term: −2·log C → −log C − log C', C' = Σ_j w_j Σ_i K_ji κ(y_j, ŷ_i).
+///   CSQuadraticMI (t, x):
+///     Î = log a + log b + log s_K − 2·log c,  a = Σ K∘Q, b = 1ᵀQ1, s_K = 1ᵀK1, c = (K1)ᵀ(Q1)
+///     normalized: I_n = Î(x;t)/√(Î(x;x)·Î(t;t))  (the official training script's form; not bounded by 1)
+///
+/// Gradients (samples as columns, σ the width of the differentiated variable):
+///   ∂D̂/∂ŷ_k = (1/σ_y²)·[ Σ_i r_ki (ŷ_k − y_i) − Σ_i m_ki (ŷ_k − ŷ_i) ],
+///     m_ki = (w_k + w_i) K_ki L²_ki / B,  r_ki = 2 w_k E_ki / C
+///     (symmetric: r_ki = w_k E_ki / C + w_i E_ki / C')
+///   ∂Î/∂t_k = −(1/σ_t²)·Σ_i S_ki (t_k − t_i),  S = 2Q∘(K/a + 11ᵀ/b − (k1ᵀ + 1kᵀ)/c), k = K1
+///   ∂I_n/∂t = ∇Î/√(Î_xx Î_tt) − I_n·∇Î_tt/(2·Î_tt)
+///
+/// Conventions:
+/// - Natural logarithm (the official code uses log2: divide by ln 2 to compare).
+/// - Width 0 (the default of every width) = median heuristic: σ = median of
+///   the nonzero pairwise distances of that variable's samples (1 if all samples
+///   coincide, where every width gives the same all-ones kernel). σ_y is taken from
+///   the targets y and σ_x from x, so those are constants of the loss; σ_t comes
+///   from t, and the gradient treats it as a constant (stop-gradient, as usual for
+///   kernel-width heuristics): set sigma_t > 0 for the exact gradient of the value.
+///   The official script uses σ = 1 for every variable.
+/// - A batch-level estimator: no per_sample and no reduction (the estimators are
+///   already normalised; the N-powers cancel in the log ratios).
+/// - Targets are d_y×N (d_y = 1 allowed): the 1-D target collapse of the official
+///   script (every y/ŷ Gram constant) cannot occur.
+///
+/// Numerics: log A, log B, log C (and C') are max-shifted log-sum-exps of
+/// log w_j + (exponent of K) + (exponent of L) per entry, so far predictions
+/// (ŷ = y + 20σ, float: every cross kernel underflows) still give a finite loss
+/// and gradient. Squared distances are clamped at 0. Î(x;t) = 0 exactly (zero
+/// gradient) when Q or K is all ones (collapsed t or x); I_n = 0 (zero gradient)
+/// when Î(t;t) ≤ 0 or Î(x;x) ≤ 0 (collapsed: 0/0 otherwise). Gram matrices are
+/// built once per call, O(N²) memory and O(N²(d_x + d_y + d_t)) time; large-d
+/// distances and the gradients' N×N products are GEMMs. Each functor keeps a
+/// workspace (mutable) reused across calls at the same sizes, so a functor object
+/// must not be used from several threads at once. Per-sample loops run with
+/// OpenMP when compiled with it. Non-finite inputs never crash: the loss and
+/// gradient are then NaN (or inf).
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/checks.hpp"
+#include "core/numerics.hpp"
+#include "core/parallel.hpp"
+
+namespace losskit {
+
+/// Row weights w_j of the conditional CS divergence estimator.
+enum class CSWeighting {
+  Paper,         ///< w_j = 1/(Σ_i K_ji)² (Yu et al. 2024, the default)
+  OfficialCode,  ///< w_j = 1/Σ_i K_ji² (the authors' released code)
+  Uniform        ///< w_j = 1: the plain joint CS divergence between (x, y) and (x, ŷ)
+};
+
+namespace detail {
+
+template <class Scalar>
+using cs_mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+template <class Scalar>
+using cs_vec = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+/// Up to this many dimensions squared distances are summed directly (exact 0
+/// for equal samples, no cancellation); above it they come from one GEMM.
+constexpr Eigen::Index kCSDirectDistanceMaxDim = 16;
+
+template <class Scalar>
+struct CSDistanceScratch {
+  cs_mat<Scalar> a, b;
+  cs_vec<Scalar> na, nb, mean;
+};
+
+/// out(i, j) = ‖a_i − b_j‖² over columns, clamped at 0. `same`: b is a, and the
+/// result is then exactly symmetric with an exact zero diagonal.
+template <class Scalar, class A, class B>
+void cs_squared_distances(const A& a, const B& b, bool same, cs_mat<Scalar>& out, CSDistanceScratch<Scalar>& s) {
+  const Eigen::Index d = a.rows(), n = a.cols();
+  out.resize(n, n);
+  if (d <= kCSDirectDistanceMaxDim) {
+    s.a = a.matrix().transpose();
+    column_for(n, n * d, [&](Eigen::Index j) {
+      auto col = out.col(j).array();
+      col = (s.a.col(0).array() - b(0, j)).square();
+      for (Eigen::Index r = 1; r < d; ++r) col += (s.a.col(r).array() - b(r, j)).square();
+    });
+    return;
+  }
+  // ‖a‖² + ‖b‖² − 2aᵀb cancels badly when the data sit far from the origin;
+  // centring on a's mean (distances are translation invariant) removes that.
+  if (same && (a.matrix().colwise() - a.matrix().col(0)).isZero(0)) {
+    out.setZero();  // all samples equal: exact zeros, not rounding noise
+    return;
+  }
+  s.mean = a.matrix().rowwise().mean();
+  s.a = a.matrix().colwise() - s.mean;
+  if (!same) s.b = b.matrix().colwise() - s.mean;
+  const cs_mat<Scalar>& bc = same ? s.a : s.b;
+  s.na = s.a.colwise().squaredNorm().transpose();
+  s.nb = bc.colwise().squaredNorm().transpose();
+  out.noalias() = s.a.transpose() * bc;
+  column_for(n, n, [&](Eigen::Index j) {
+    out.col(j) = (s.na.array() + s.nb(j) - Scalar(2) * out.col(j).array()).max(Scalar(0));
+    if (same) out(j, j) = Scalar(0);
+  });
+  if (same) {
+    // GEMM rounding is not symmetric; the gradients assume it is.
+    column_for(n, n, [&](Eigen::Index j) {
+      for (Eigen::Index i = j + 1; i < n; ++i) out(i, j) = out(j, i);
+    });
+  }
+}
+
+/// Median heuristic over a symmetric squared-distance matrix: the median of
+/// the nonzero pairwise distances (mean of the two middle ones for an even
+/// count), 1 when every distance is 0. NaN distances are ignored.
+template <class Scalar>
+Scalar cs_median_width(const cs_mat<Scalar>& d2, cs_vec<Scalar>& buffer) {
+  const Eigen::Index n = d2.cols(), pairs = n * (n - 1) / 2;
+  if (buffer.size() < pairs) buffer.resize(pairs);
+  Scalar* p = buffer.data();
+  Eigen::Index count = 0;
+  for (Eigen::Index j = 1; j < n; ++j)
+    for (Eigen::Index i = 0; i < j; ++i) {
+      const Scalar v = d2(i, j);
+      if (v > Scalar(0)) p[count++] = v;
+    }
+  if (count == 0) return Scalar(1);
+  const Eigen::Index mid = count / 2;
+  std::nth_element(p, p + mid, p + count);
+  const Scalar upper = std::sqrt(p[mid]);
+  if (count % 2 == 1) return upper;
+  return (std::sqrt(*std::max_element(p, p + mid)) + upper) / Scalar(2);
+}
+
+/// exp-coefficient of a Gaussian kernel: κ = exp(coef · ‖a − b‖²).
+template <class Scalar>
+Scalar cs_coef(Scalar sigma) {
+  // Clamped so that a width whose square underflows still gives exp(0) = 1 on
+  // the diagonal rather than exp(−inf·0) = NaN.
+  return static_cast<Scalar>(std::max(-0.5 / (double(sigma) * double(sigma)),
+                                      -double(std::numeric_limits<Scalar>::max())));
+}
+
+/// log Σ_k exp(v_k) over an Acc vector, max-shifted.
+template <class Acc>
+Acc cs_log_sum_exp(const cs_vec<Acc>& v) {
+  const Acc m = v.maxCoeff();
+  if (!(std::abs(m) < std::numeric_limits<Acc>::infinity())) return m;
+  return m + std::log((v.array() - m).exp().sum());
+}
+
+/// The shared machinery of the three functors: the x Gram (distances, width,
+/// row sums, weights) computed once, then the prediction and compression terms.
+template <class Scalar>
+class CSEngine {
+ public:
+  using Mat = cs_mat<Scalar>;
+  using Vec = cs_vec<Scalar>;
+  using Acc = acc_t<Scalar>;
+  using AccVec = cs_vec<Acc>;
+
+  /// Builds everything that depends on x alone. `weighting` picks w (divergence),
+  /// `need_kernel_squares` the Σ_i K_ji² sums (normalised MI, OfficialCode).
+  template <class X>
+  void set_x(const X& x, Scalar sigma_option, CSWeighting weighting, bool need_kernel_squares) {
+    cs_squared_distances<Scalar>(x, x, true, dx_, scratch_x_);
+    const Eigen::Index n = x.cols();
+    sigma_x_ = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dx_, median_buffer_);
+    cx_ = cs_coef(sigma_x_);
+    k_.resize(n);
+    ksq_.resize(n);
+    lw_.resize(n);
+    w_.resize(n);
+    const bool squares = need_kernel_squares || weighting == CSWeighting::OfficialCode;
+    column_for(n, n, [&](Eigen::Index j) {
+      k_(j) = (cx_ * dx_.col(j).array()).exp().sum();
+      ksq_(j) = squares ? (Scalar(2) * cx_ * dx_.col(j).array()).exp().sum() : Scalar(0);
+    });
+    // Every row sum includes K_jj = 1, so the logs below are finite.
+    for (Eigen::Index j = 0; j < n; ++j) {
+      switch (weighting) {
+        case CSWeighting::Paper: lw_(j) = Scalar(-2) * std::log(k_(j)); break;
+        case CSWeighting::OfficialCode: lw_(j) = -std::log(ksq_(j)); break;
+        case CSWeighting::Uniform: lw_(j) = Scalar(0); break;
+      }
+    }
+    w_ = lw_.array().exp().matrix();
+    x_all_ones_ = (k_.array() == Scalar(n)).all();
+  }
+
+  /// D̂_CS(p(y|x); q(ŷ|x)); with WithGrad writes ∂D̂/∂ŷ into g (d_y×N, sized).
+  template <bool WithGrad, class YH, class Y, class G>
+  Acc divergence(const YH& yhat, const Y& y, Scalar sigma_option, bool symmetric, G* g) {
+    const Eigen::Index n = y.cols();
+    cs_squared_distances<Scalar>(y, y, true, dy_, scratch_y_);
+    cs_squared_distances<Scalar>(yhat, yhat, true, dyhat_, scratch_yhat_);
+    cs_squared_distances<Scalar>(y, yhat, false, dcross_, scratch_cross_);  // (i, k): ‖y_i − ŷ_k‖²
+    const Scalar sigma_y = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dy_, median_buffer_);
+    const Scalar cy = cs_coef(sigma_y), cx = cx_;
+
+    // Column k holds row k of every (symmetric or ŷ_k-indexed) Gram: per
+    // column, the max-shifted log of Σ_i exp(exponent).
+    col_a_.resize(n);
+    col_b_.resize(n);
+    col_c_.resize(n);
+    col_c2_.resize(n);
+    column_for(n, 4 * n, [&](Eigen::Index k) {
+      auto row_log_sum = [](const auto& e) {
+        const Scalar m = e.maxCoeff();
+        if (!(std::abs(m) < std::numeric_limits<Scalar>::infinity())) return Acc(m);
+        return Acc(m) + std::log(Acc((e - m).exp().sum()));
+      };
+      col_a_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dy_.col(k).array());
+      col_b_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dyhat_.col(k).array());
+      col_c_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dcross_.col(k).array());
+      if (symmetric) col_c2_(k) = row_log_sum(lw_.array() + cx * dx_.col(k).array() + cy * dcross_.col(k).array());
+    });
+    const Acc log_a = cs_log_sum_exp(col_a_), log_b = cs_log_sum_exp(col_b_), log_c = cs_log_sum_exp(col_c_);
+    const Acc log_c2 = symmetric ? cs_log_sum_exp(col_c2_) : log_c;
+    const Acc value = log_a + log_b - log_c - log_c2;
+    if constexpr (WithGrad) {
+      // m and r overwrite the ŷ and cross distances column by column (column k
+      // is read only by iteration k). Every exponent below is <= 2·log N.
+      const Scalar sb = Scalar(log_b), sc = Scalar(log_c), sc2 = Scalar(log_c2);
+      const Scalar alpha = symmetric ? Scalar(1) : Scalar(2), beta = symmetric ? Scalar(1) : Scalar(0);
+      diag_.resize(n);
+      column_for(n, 4 * n, [&](Eigen::Index k) {
+        auto mcol = dyhat_.col(k).array();
+        auto rcol = dcross_.col(k).array();
+        mcol = (cx * dx_.col(k).array() + cy * mcol - sb).exp() * (w_(k) + w_.array());
+        rcol = cx * dx_.col(k).array() + cy * rcol;
+        if (symmetric)
+          rcol = alpha * w_(k) * (rcol - sc).exp() + beta * w_.array() * (rcol - sc2).exp();
+        else
+          rcol = alpha * w_(k) * (rcol - sc).exp();
+        diag_(k) = rcol.sum() - mcol.sum();
+      });
+      G& grad = *g;
+      auto&& gm = grad.matrix();
+      gm.noalias() = yhat.matrix() * dyhat_;
+      gm.noalias() -= y.matrix() * dcross_;
+      gm += yhat.matrix() * diag_.asDiagonal();
+      gm *= Scalar(1) / (sigma_y * sigma_y);
+    }
+    return value;
+  }
+
+  /// Î_CS(x; t) or its normalised form; with WithGrad writes scale·∂I/∂t into g.
+  template <bool WithGrad, class T, class G>
+  Acc mutual_information(const T& t, Scalar sigma_option, bool normalized, Scalar scale, G* g) {
+    const Eigen::Index n = t.cols();
+    cs_squared_distances<Scalar>(t, t, true, dt_, scratch_t_);
+    const Scalar sigma_t = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dt_, median_buffer_);
+    const Scalar ct = cs_coef(sigma_t), cx = cx_;
+    col_a_.resize(n);
+    col_b_.resize(n);
+    col_c_.resize(n);
+    column_for(n, 2 * n, [&](Eigen::Index j) {
+      auto q = dt_.col(j).array();
+      q = (ct * q).exp();  // Q replaces the t distances
+      col_a_(j) = Acc(((cx * dx_.col(j).array()).exp() * q).sum());
+      col_b_(j) = Acc(q.sum());
+      col_c_(j) = normalized ? Acc(q.square().sum()) : Acc(0);
+    });
+    const bool t_all_ones = (dt_.array() == Scalar(1)).all();
+    auto zero = [&]() {
+      if constexpr (WithGrad) g->setZero();
+      return Acc(0);
+    };
+    if (t_all_ones || x_all_ones_) return zero();  // Q or K constant: Î = 0 exactly
+
+    const Acc a = col_a_.sum(), b = col_b_.sum(), s_k = k_.template cast<Acc>().sum();
+    const Acc c = (k_.template cast<Acc>().array() * col_b_.array()).sum();  // q = Q1 = col_b_
+    const Acc mi = std::log(a) + std::log(b) + std::log(s_k) - Acc(2) * std::log(c);
+    Acc value = mi, g_mi = Acc(1), g_tt = Acc(0), a2 = 0, c2 = 0;
+    if (normalized) {
+      a2 = col_c_.sum();
+      c2 = col_b_.squaredNorm();
+      const Acc i_tt = std::log(a2) + Acc(2) * std::log(b) - Acc(2) * std::log(c2);
+      const Acc i_xx = std::log(ksq_.template cast<Acc>().sum()) + Acc(2) * std::log(s_k) -
+                       Acc(2) * std::log(k_.template cast<Acc>().squaredNorm());
+      if (!(i_tt > Acc(0)) || !(i_xx > Acc(0))) return zero();  // collapsed: 0/0, defined as 0
+      const Acc root = std::sqrt(i_xx * i_tt);
+      value = mi / root;
+      g_mi = Acc(1) / root;
+      g_tt = -value / (Acc(2) * i_tt);
+    }
+    if constexpr (WithGrad) {
+      const Scalar inv_a = Scalar(1 / a), inv_b = Scalar(1 / b), inv_c = Scalar(1 / c);
+      const Scalar inv_a2 = normalized ? Scalar(1 / a2) : Scalar(0), inv_c2 = normalized ? Scalar(1 / c2) : Scalar(0);
+      const Scalar f1 = Scalar(2 * g_mi), f2 = Scalar(4 * g_tt);
+      diag_.resize(n);
+      qsum_ = col_b_.template cast<Scalar>();
+      column_for(n, 2 * n, [&](Eigen::Index k) {
+        auto s = dt_.col(k).array();  // S replaces Q
+        if (normalized)
+          s = f1 * s * ((cx * dx_.col(k).array()).exp() * inv_a + inv_b - (k_(k) + k_.array()) * inv_c) +
+              f2 * s * (s * inv_a2 + inv_b - (qsum_(k) + qsum_.array()) * inv_c2);
+        else
+          s = f1 * s * ((cx * dx_.col(k).array()).exp() * inv_a + inv_b - (k_(k) + k_.array()) * inv_c);
+        diag_(k) = s.sum();
+      });
+      G& grad = *g;
+      auto&& gm = grad.matrix();
+      gm.noalias() = t.matrix() * dt_;
+      gm -= t.matrix() * diag_.asDiagonal();
+      gm *= scale / (sigma_t * sigma_t);
+    }
+    return value;
+  }
+
+  Scalar sigma_x() const { return sigma_x_; }
+
+ private:
+  Mat dx_, dy_, dyhat_, dcross_, dt_;
+  Vec k_, ksq_, lw_, w_, diag_, qsum_, median_buffer_;
+  AccVec col_a_, col_b_, col_c_, col_c2_;
+  CSDistanceScratch<Scalar> scratch_x_, scratch_y_, scratch_yhat_, scratch_cross_, scratch_t_;
+  Scalar sigma_x_ = 1, cx_ = -0.5;
+  bool x_all_ones_ = false;
+};
+
+template <class A>
+void cs_check_batch(const char* loss, const char* arg, const Eigen::DenseBase<A>& a, Eigen::Index n) {
+  check_not_empty(loss, arg, a);
+  if (a.cols() != n) fail(loss, arg, "has ", a.cols(), " samples (columns), expected ", n);
+  if (n < 2) fail(loss, arg, "needs at least 2 samples (columns) for a kernel estimator, got ", n);
+}
+
+}  // namespace detail
+
+/// The kernel width the functors use for width 0: the median of the nonzero
+/// pairwise distances between the columns of `samples` (1 if all coincide).
+template <class D>
+typename D::Scalar median_heuristic_width(const Eigen::DenseBase<D>& samples) {
+  using Scalar = typename D::Scalar;
+  detail::check_not_empty("median_heuristic_width", "samples", samples);
+  const detail::eval_t<D> s(samples.derived());
+  detail::cs_mat<Scalar> d2;
+  detail::CSDistanceScratch<Scalar> scratch;
+  detail::cs_vec<Scalar> buffer;
+  detail::cs_squared_distances<Scalar>(s, s, true, d2, scratch);
+  return detail::cs_median_width<Scalar>(d2, buffer);
+}
+
+/// Conditional CS divergence D̂_CS(p(y|x); q(ŷ|x)) (Yu et al., ICLR 2024).
+/// Inputs (yhat, y, x): d_y×N predictions, d_y×N targets, d_x×N inputs.
+template <class Scalar_>
+class CSDivergence {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::CSDivergence: Scalar must be float or double");
+
+  Scalar sigma_x = 0;                         ///< width of the x kernel; 0 = median heuristic on x
+  Scalar sigma_y = 0;                         ///< width of the y / ŷ kernels; 0 = median heuristic on y
+  CSWeighting weighting = CSWeighting::Paper;
+  bool symmetric_cross_term = false;          ///< −log C − log C' instead of −2·log C (see the header comment)
+
+  template <class YH, class Y, class X>
+  Scalar operator()(const Eigen::DenseBase<YH>& yhat, const Eigen::DenseBase<Y>& y,
+                    const Eigen::DenseBase<X>& x) const {
+    check(yhat, y, x);
+    const detail::eval_t<YH> p(yhat.derived());
+    const detail::eval_t<Y> t(y.derived());
+    const detail::eval_t<X> in(x.derived());
+    engine_.set_x(in, sigma_x, weighting, false);
+    return Scalar(engine_.template divergence<false>(p, t, sigma_y, symmetric_cross_term, no_grad()));
+  }
+
+  template <class YH, class Y, class X, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<YH>& yhat, const Eigen::DenseBase<Y>& y,
+                            const Eigen::DenseBase<X>& x, const Eigen::DenseBase<G>& grad_yhat) const {
+    check(yhat, y, x);
+    detail::check_output("CSDivergence", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
+    const detail::eval_t<YH> p(yhat.derived());
+    const detail::eval_t<Y> t(y.derived());
+    const detail::eval_t<X> in(x.derived());
+    G& g = detail::prepare_output("CSDivergence", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
+    engine_.set_x(in, sigma_x, weighting, false);
+    return Scalar(engine_.template divergence<true>(p, t, sigma_y, symmetric_cross_term, &g));
+  }
+
+ private:
+  template <class YH, class Y, class X>
+  void check(const Eigen::DenseBase<YH>& yhat, const Eigen::DenseBase<Y>& y, const Eigen::DenseBase<X>& x) const {
+    detail::require_scalar<Scalar, YH>();
+    detail::require_scalar<Scalar, Y>();
+    detail::require_scalar<Scalar, X>();
+    detail::check_not_empty("CSDivergence", "yhat", yhat);
+    detail::check_same_shape("CSDivergence", "y", yhat, y);
+    detail::cs_check_batch("CSDivergence", "yhat", yhat, yhat.cols());
+    detail::cs_check_batch("CSDivergence", "x", x, yhat.cols());
+    detail::check_non_negative("CSDivergence", "sigma_x", sigma_x);
+    detail::check_non_negative("CSDivergence", "sigma_y", sigma_y);
+  }
+
+  static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
+  mutable detail::CSEngine<Scalar> engine_;
+};
+
+/// CS quadratic mutual information Î_CS(x; t) (Yu et al., ICLR 2024).
+/// Inputs (t, x): the d_t×N representation first (what the model produced),
+/// then the d_x×N inputs.
+template <class Scalar_>
+class CSQuadraticMI {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::CSQuadraticMI: Scalar must be float or double");
+
+  Scalar sigma_x = 0;       ///< width of the x kernel; 0 = median heuristic on x
+  Scalar sigma_t = 0;       ///< width of the t kernel; 0 = median heuristic on t (held constant in the gradient)
+  bool normalized = false;  ///< Î(x;t)/√(Î(x;x)·Î(t;t)), as in the official training script
+
+  template <class T, class X>
+  Scalar operator()(const Eigen::DenseBase<T>& t, const Eigen::DenseBase<X>& x) const {
+    check(t, x);
+    const detail::eval_t<T> rep(t.derived());
+    const detail::eval_t<X> in(x.derived());
+    engine_.set_x(in, sigma_x, CSWeighting::Uniform, normalized);
+    return Scalar(engine_.template mutual_information<false>(rep, sigma_t, normalized, Scalar(1), no_grad()));
+  }
+
+  template <class T, class X, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<T>& t, const Eigen::DenseBase<X>& x,
+                            const Eigen::DenseBase<G>& grad_t) const {
+    check(t, x);
+    detail::check_output("CSQuadraticMI", "grad_t", grad_t, t.rows(), t.cols());
+    const detail::eval_t<T> rep(t.derived());
+    const detail::eval_t<X> in(x.derived());
+    G& g = detail::prepare_output("CSQuadraticMI", "grad_t", grad_t, t.rows(), t.cols());
+    engine_.set_x(in, sigma_x, CSWeighting::Uniform, normalized);
+    return Scalar(engine_.template mutual_information<true>(rep, sigma_t, normalized, Scalar(1), &g));
+  }
+
+ private:
+  template <class T, class X>
+  void check(const Eigen::DenseBase<T>& t, const Eigen::DenseBase<X>& x) const {
+    detail::require_scalar<Scalar, T>();
+    detail::require_scalar<Scalar, X>();
+    detail::cs_check_batch("CSQuadraticMI", "t", t, t.cols());
+    detail::cs_check_batch("CSQuadraticMI", "x", x, t.cols());
+    detail::check_non_negative("CSQuadraticMI", "sigma_x", sigma_x);
+    detail::check_non_negative("CSQuadraticMI", "sigma_t", sigma_t);
+  }
+
+  static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
+  mutable detail::CSEngine<Scalar> engine_;
+};
+
+/// CS-IB objective D̂_CS(p(y|x); q(ŷ|x)) + β·Î_CS(x; t) (Yu et al., ICLR 2024).
+/// Inputs (yhat, y, t, x); both terms share the x Gram matrix and sigma_x.
+template <class Scalar_>
+class CSIB {
+ public:
+  using Scalar = Scalar_;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit::CSIB: Scalar must be float or double");
+
+  Scalar beta = Scalar(0.01);  ///< weight of the compression term (>= 0)
+  Scalar sigma_x = 0;          ///< width of the x kernel; 0 = median heuristic on x
+  Scalar sigma_y = 0;          ///< width of the y / ŷ kernels; 0 = median heuristic on y
+  Scalar sigma_t = 0;          ///< width of the t kernel; 0 = median heuristic on t (held constant in the gradient)
+  CSWeighting weighting = CSWeighting::Paper;
+  bool symmetric_cross_term = false;  ///< see CSDivergence
+  bool normalized = false;            ///< normalised Î, see CSQuadraticMI
+
+  template <class YH, class Y, class T, class X>
+  Scalar operator()(const Eigen::DenseBase<YH>& yhat, const Eigen::DenseBase<Y>& y, const Eigen::DenseBase<T>& t,
+                    const Eigen::DenseBase<X>& x) const {
+    check(yhat, y, t, x);
+    const detail::eval_t<YH> p(yhat.derived());
+    const detail::eval_t<Y> target(y.derived());
+    const detail::eval_t<T> rep(t.derived());
+    const detail::eval_t<X> in(x.derived());
+    engine_.set_x(in, sigma_x, weighting, normalized);
+    const auto d = engine_.template divergence<false>(p, target, sigma_y, symmetric_cross_term, no_grad());
+    if (beta == Scalar(0)) return Scalar(d);
+    const auto i = engine_.template mutual_information<false>(rep, sigma_t, normalized, beta, no_grad());
+    return Scalar(d + decltype(d)(beta) * i);
+  }
+
+  template <class YH, class Y, class T, class X, class GY, class GT>
+  Scalar value_and_gradient(const Eigen::DenseBase<YH>& yhat, const Eigen::DenseBase<Y>& y,
+                            const Eigen::DenseBase<T>& t, const Eigen::DenseBase<X>& x,
+                            const Eigen::DenseBase<GY>& grad_yhat, const Eigen::DenseBase<GT>& grad_t) const {
+    check(yhat, y, t, x);
+    detail::check_output("CSIB", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
+    detail::check_output("CSIB", "grad_t", grad_t, t.rows(), t.cols());
+    const detail::eval_t<YH> p(yhat.derived());
+    const detail::eval_t<Y> target(y.derived());
+    const detail::eval_t<T> rep(t.derived());
+    const detail::eval_t<X> in(x.derived());
+    GY& gy = detail::prepare_output("CSIB", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
+    GT& gt = detail::prepare_output("CSIB", "grad_t", grad_t, t.rows(), t.cols());
+    engine_.set_x(in, sigma_x, weighting, normalized);
+    const auto d = engine_.template divergence<true>(p, target, sigma_y, symmetric_cross_term, &gy);
+    if (beta == Scalar(0)) {
+      gt.setZero();
+      return Scalar(d);
+    }
+    const auto i = engine_.template mutual_information<true>(rep, sigma_t, normalized, beta, &gt);
+    return Scalar(d + decltype(d)(beta) * i);
+  }
+
+ private:
+  template <class YH, class Y, class T, class X>
+  void check(const Eigen::DenseBase<YH>& yhat, const Eigen::DenseBase<Y>& y, const Eigen::DenseBase<T>& t,
+             const Eigen::DenseBase<X>& x) const {
+    detail::require_scalar<Scalar, YH>();
+    detail::require_scalar<Scalar, Y>();
+    detail::require_scalar<Scalar, T>();
+    detail::require_scalar<Scalar, X>();
+    detail::check_not_empty("CSIB", "yhat", yhat);
+    detail::check_same_shape("CSIB", "y", yhat, y);
+    detail::cs_check_batch("CSIB", "yhat", yhat, yhat.cols());
+    detail::cs_check_batch("CSIB", "t", t, yhat.cols());
+    detail::cs_check_batch("CSIB", "x", x, yhat.cols());
+    detail::check_non_negative("CSIB", "beta", beta);
+    detail::check_non_negative("CSIB", "sigma_x", sigma_x);
+    detail::check_non_negative("CSIB", "sigma_y", sigma_y);
+    detail::check_non_negative("CSIB", "sigma_t", sigma_t);
+  }
+
+  static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
+  mutable detail::CSEngine<Scalar> engine_;
+};
+
+}  // namespace losskit

@@ -1,0 +1,478 @@
+// CS-IB family (CSDivergence, CSQuadraticMI, CSIB): values against a
+// brute-force long-double evaluation written straight from the formulas of
+// Yu et al. (ICLR 2024), limit identities (ŷ = y, constant t, w ≡ 1 equals the
+// joint CS divergence of two KDEs), gradients by finite differences, the
+// far-prediction float case, errors, workspace reuse.
+#define EIGEN_RUNTIME_NO_MALLOC
+#include <losskit/cs_ib.hpp>
+#include <losskit/gradcheck.hpp>
+
+#include <vector>
+
+#include "test_util.hpp"
+
+using losskit::CSDivergence;
+using losskit::CSIB;
+using losskit::CSQuadraticMI;
+using losskit::CSWeighting;
+
+namespace {
+
+using LD = long double;
+using MatLD = std::vector<std::vector<LD>>;
+
+// Gaussian Gram matrix κ(a_i, b_j) = exp(−‖a_i − b_j‖²/(2σ²)) by explicit loops.
+MatLD gram(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b, double sigma) {
+  MatLD g(static_cast<std::size_t>(a.cols()), std::vector<LD>(static_cast<std::size_t>(b.cols())));
+  for (Eigen::Index i = 0; i < a.cols(); ++i)
+    for (Eigen::Index j = 0; j < b.cols(); ++j) {
+      LD d2 = 0;
+      for (Eigen::Index r = 0; r < a.rows(); ++r) {
+        const LD diff = LD(a(r, i)) - LD(b(r, j));
+        d2 += diff * diff;
+      }
+      g[std::size_t(i)][std::size_t(j)] = std::exp(-d2 / (2 * LD(sigma) * LD(sigma)));
+    }
+  return g;
+}
+
+// The paper's conditional CS divergence estimator, term by term.
+LD ref_divergence(const Eigen::MatrixXd& yhat, const Eigen::MatrixXd& y, const Eigen::MatrixXd& x, double sx,
+                  double sy, CSWeighting weighting, bool symmetric) {
+  const std::size_t n = std::size_t(x.cols());
+  const MatLD K = gram(x, x, sx), L1 = gram(y, y, sy), L2 = gram(yhat, yhat, sy), L21 = gram(yhat, y, sy);
+  std::vector<LD> w(n);
+  for (std::size_t j = 0; j < n; ++j) {
+    LD s = 0, s2 = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      s += K[j][i];
+      s2 += K[j][i] * K[j][i];
+    }
+    w[j] = weighting == CSWeighting::Paper ? 1 / (s * s) : weighting == CSWeighting::OfficialCode ? 1 / s2 : 1;
+  }
+  LD A = 0, B = 0, C = 0, C2 = 0;
+  for (std::size_t j = 0; j < n; ++j)
+    for (std::size_t i = 0; i < n; ++i) {
+      A += w[j] * K[j][i] * L1[j][i];
+      B += w[j] * K[j][i] * L2[j][i];
+      C += w[j] * K[j][i] * L21[j][i];       // κ(ŷ_j, y_i)
+      C2 += w[j] * K[j][i] * L21[i][j];      // κ(y_j, ŷ_i)
+    }
+  return std::log(A) + std::log(B) - (symmetric ? std::log(C) + std::log(C2) : 2 * std::log(C));
+}
+
+// CS-QMI from its definition with the N-powers kept: V_J = (1/N²)ΣK∘Q,
+// V_M = (1/N⁴)ΣK·ΣQ, V_C = (1/N³)Σ_j (Σ_i K_ji)(Σ_i Q_ji); Î = log(V_J·V_M/V_C²).
+LD ref_qmi_from_grams(const MatLD& K, const MatLD& Q) {
+  const std::size_t n = K.size();
+  const LD N = LD(n);
+  LD joint = 0, sk = 0, sq = 0, cross = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    LD kj = 0, qj = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      joint += K[j][i] * Q[j][i];
+      kj += K[j][i];
+      qj += Q[j][i];
+    }
+    sk += kj;
+    sq += qj;
+    cross += kj * qj;
+  }
+  const LD vj = joint / (N * N), vm = sk * sq / (N * N * N * N), vc = cross / (N * N * N);
+  return std::log(vj * vm / (vc * vc));
+}
+
+LD ref_qmi(const Eigen::MatrixXd& t, const Eigen::MatrixXd& x, double sx, double st, bool normalized) {
+  const MatLD K = gram(x, x, sx), Q = gram(t, t, st);
+  const LD i = ref_qmi_from_grams(K, Q);
+  if (!normalized) return i;
+  return i / std::sqrt(ref_qmi_from_grams(K, K) * ref_qmi_from_grams(Q, Q));
+}
+
+// Median of the nonzero pairwise distances, by sorting all of them.
+double ref_median_width(const Eigen::MatrixXd& a) {
+  std::vector<double> d;
+  for (Eigen::Index j = 0; j < a.cols(); ++j)
+    for (Eigen::Index i = 0; i < j; ++i) {
+      const double v = (a.col(i) - a.col(j)).norm();
+      if (v > 0) d.push_back(v);
+    }
+  if (d.empty()) return 1.0;
+  std::sort(d.begin(), d.end());
+  const std::size_t m = d.size() / 2;
+  return d.size() % 2 ? d[m] : 0.5 * (d[m - 1] + d[m]);
+}
+
+struct Batch {
+  Eigen::MatrixXd x, y, yhat, t;
+};
+
+Batch batch(Eigen::Index n, Eigen::Index dx, Eigen::Index dy, Eigen::Index dt) {
+  Batch b;
+  b.x = lktest::normal(dx, n);
+  b.y = lktest::normal(dy, n);
+  b.yhat = b.y + 0.5 * lktest::normal(dy, n);
+  b.t = lktest::normal(dt, n);
+  return b;
+}
+
+const CSWeighting kWeightings[] = {CSWeighting::Paper, CSWeighting::OfficialCode, CSWeighting::Uniform};
+
+const char* name(CSWeighting w) {
+  return w == CSWeighting::Paper ? "Paper" : w == CSWeighting::OfficialCode ? "OfficialCode" : "Uniform";
+}
+
+}  // namespace
+
+TEST_CASE("CSDivergence matches a brute-force long-double evaluation", "[cs_ib]") {
+  for (Eigen::Index dy : {1, 3}) {
+    const Batch b = batch(9, 4, dy, 2);
+    for (CSWeighting w : kWeightings)
+      for (bool symmetric : {false, true}) {
+        CSDivergence<double> div;
+        div.weighting = w;
+        div.symmetric_cross_term = symmetric;
+        div.sigma_x = 0.8;
+        div.sigma_y = 1.3;
+        const LD ref = ref_divergence(b.yhat, b.y, b.x, 0.8, 1.3, w, symmetric);
+        INFO("CSDivergence d_y " << dy << ", " << name(w) << ", symmetric " << symmetric);
+        CHECK(lktest::rel_err(div(b.yhat, b.y, b.x), double(ref)) < 1e-12);
+        // Width 0: the median heuristic on x and on y (sorted independently here).
+        div.sigma_x = div.sigma_y = 0;
+        const LD ref_h =
+            ref_divergence(b.yhat, b.y, b.x, ref_median_width(b.x), ref_median_width(b.y), w, symmetric);
+        CHECK(lktest::rel_err(div(b.yhat, b.y, b.x), double(ref_h)) < 1e-12);
+      }
+  }
+}
+
+TEST_CASE("CSDivergence with uniform weights is the joint CS divergence of two KDEs", "[cs_ib]") {
+  // With w ≡ 1 and σ_x = σ_y = σ the estimator is −log of the squared cosine
+  // between the Gaussian KDEs of z = (x, y) and ẑ = (x, ŷ): the joint kernel on
+  // the concatenated vectors, Σ_ij κ(z_i, ẑ_j) etc. (Príncipe 2010, ch. 2).
+  const Batch b = batch(11, 3, 2, 1);
+  Eigen::MatrixXd z(5, 11), zhat(5, 11);
+  z << b.x, b.y;
+  zhat << b.x, b.yhat;
+  const double sigma = 0.9;
+  auto inner = [&](const Eigen::MatrixXd& p, const Eigen::MatrixXd& q) {
+    LD s = 0;
+    for (const auto& row : gram(p, q, sigma))
+      for (LD v : row) s += v;
+    return s;
+  };
+  const LD pq = inner(z, zhat), pp = inner(z, z), qq = inner(zhat, zhat);
+  const LD joint = -std::log(pq * pq / (pp * qq));
+  CSDivergence<double> div;
+  div.weighting = CSWeighting::Uniform;
+  div.sigma_x = div.sigma_y = sigma;
+  CHECK(lktest::rel_err(div(b.yhat, b.y, b.x), double(joint)) < 1e-12);
+  CHECK(joint > 0);
+}
+
+TEST_CASE("CSDivergence is zero at yhat == y, with a zero gradient where the estimator is symmetric", "[cs_ib]") {
+  const Batch b = batch(12, 3, 2, 1);
+  for (CSWeighting w : kWeightings)
+    for (bool symmetric : {false, true}) {
+      CSDivergence<double> div;
+      div.weighting = w;
+      div.symmetric_cross_term = symmetric;
+      Eigen::MatrixXd g;
+      const double v = div.value_and_gradient(b.y, b.y, b.x, g);
+      INFO("CSDivergence at yhat == y, " << name(w) << ", symmetric " << symmetric << ": value " << v
+                                         << ", max |grad| " << g.cwiseAbs().maxCoeff());
+      CHECK(std::abs(v) <= 1e-14);
+      if (symmetric || w == CSWeighting::Uniform) {
+        CHECK(g.cwiseAbs().maxCoeff() <= 1e-14);
+      } else {
+        // Paper / official weights with the one-sided cross term −2·log C:
+        // ∂D̂/∂ŷ_k = −(1/(σ²A)) Σ_i (w_i − w_k) K_ki L_ki (y_k − y_i) ≠ 0, so
+        // ŷ = y is not stationary. The finite differences confirm it.
+        CHECK(g.cwiseAbs().maxCoeff() > 1e-6);
+        const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return div(z, b.y, b.x); }, b.y, g);
+        INFO(res.report());
+        CHECK(res.passed);
+      }
+    }
+}
+
+TEST_CASE("CSQuadraticMI matches brute force, is non-negative, and vanishes for constant t or x", "[cs_ib]") {
+  for (Eigen::Index dt : {2, 16, 24}) {  // 24 > 16: the GEMM distance path
+    const Batch b = batch(10, 3, 1, dt);
+    for (bool normalized : {false, true}) {
+      CSQuadraticMI<double> mi;
+      mi.normalized = normalized;
+      mi.sigma_x = 1.1;
+      mi.sigma_t = 0.7 * std::sqrt(double(dt));
+      const LD ref = ref_qmi(b.t, b.x, 1.1, 0.7 * std::sqrt(double(dt)), normalized);
+      const double v = mi(b.t, b.x);
+      INFO("CSQuadraticMI d_t " << dt << ", normalized " << normalized << ": " << v << " vs " << double(ref));
+      CHECK(lktest::rel_err(v, double(ref)) < 1e-10);
+      CHECK(v > 0);
+      mi.sigma_x = mi.sigma_t = 0;
+      const LD ref_h = ref_qmi(b.t, b.x, ref_median_width(b.x), ref_median_width(b.t), normalized);
+      CHECK(lktest::rel_err(mi(b.t, b.x), double(ref_h)) < 1e-10);
+    }
+  }
+  for (Eigen::Index dt : {3, 40}) {
+    const Eigen::MatrixXd x = lktest::normal(4, 8);
+    const Eigen::MatrixXd t = lktest::normal(dt, 1).replicate(1, 8);  // collapsed representation
+    for (bool normalized : {false, true}) {
+      CSQuadraticMI<double> mi;
+      mi.normalized = normalized;
+      Eigen::MatrixXd g;
+      INFO("CSQuadraticMI constant t, d_t " << dt << ", normalized " << normalized);
+      CHECK(mi.value_and_gradient(t, x, g) == 0.0);
+      CHECK(g.isZero(0));
+      CHECK(mi.value_and_gradient(lktest::normal(3, 8), Eigen::MatrixXd::Ones(2, 8), g) == 0.0);  // constant x
+      CHECK(g.isZero(0));
+    }
+  }
+}
+
+TEST_CASE("CS-IB gradients pass the finite-difference check", "[cs_ib][gradient]") {
+  losskit::GradientCheckOptions opt;
+  opt.max_coordinates = 60;
+  SECTION("CSDivergence, every weighting, d_y = 1 and 3, heuristic and fixed widths") {
+    for (Eigen::Index dy : {1, 3}) {
+      const Batch b = batch(14, 5, dy, 1);
+      for (CSWeighting w : kWeightings)
+        for (bool symmetric : {false, true})
+          for (double sigma : {0.0, 0.7}) {
+            CSDivergence<double> div;
+            div.weighting = w;
+            div.symmetric_cross_term = symmetric;
+            div.sigma_x = div.sigma_y = sigma;  // heuristic widths come from x and y: constants in ŷ
+            Eigen::MatrixXd g;
+            const double v = div.value_and_gradient(b.yhat, b.y, b.x, g);
+            CHECK(v == Approx(div(b.yhat, b.y, b.x)).epsilon(1e-13));
+            const auto res =
+                losskit::check_gradient([&](const Eigen::MatrixXd& z) { return div(z, b.y, b.x); }, b.yhat, g, opt);
+            INFO("CSDivergence d_y " << dy << ", " << name(w) << ", symmetric " << symmetric << ", sigma " << sigma
+                                     << ": " << res.report());
+            CHECK(res.passed);
+          }
+    }
+  }
+  SECTION("CSQuadraticMI, plain and normalised, d_t = 16 and 24 (GEMM path)") {
+    for (Eigen::Index dt : {16, 24}) {
+      const Batch b = batch(12, 4, 1, dt);
+      for (bool normalized : {false, true}) {
+        CSQuadraticMI<double> mi;
+        mi.normalized = normalized;
+        mi.sigma_x = 1.5;
+        mi.sigma_t = 4.0;
+        Eigen::MatrixXd g;
+        const double v = mi.value_and_gradient(b.t, b.x, g);
+        CHECK(v == Approx(mi(b.t, b.x)).epsilon(1e-13));
+        const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return mi(z, b.x); }, b.t, g, opt);
+        INFO("CSQuadraticMI d_t " << dt << ", normalized " << normalized << ": " << res.report());
+        CHECK(res.passed);
+      }
+    }
+  }
+  SECTION("CSIB as a whole, d_y = 1 and 3, d_t = 16") {
+    for (Eigen::Index dy : {1, 3}) {
+      const Batch b = batch(12, 6, dy, 16);
+      for (bool normalized : {false, true}) {
+        CSIB<double> ib;
+        ib.beta = 0.3;
+        ib.normalized = normalized;
+        ib.sigma_t = 3.5;  // fixed: the gradient is then the exact gradient of the value
+        Eigen::MatrixXd gy, gt;
+        const double v = ib.value_and_gradient(b.yhat, b.y, b.t, b.x, gy, gt);
+        CHECK(v == Approx(ib(b.yhat, b.y, b.t, b.x)).epsilon(1e-13));
+        const auto ry =
+            losskit::check_gradient([&](const Eigen::MatrixXd& z) { return ib(z, b.y, b.t, b.x); }, b.yhat, gy, opt);
+        const auto rt =
+            losskit::check_gradient([&](const Eigen::MatrixXd& z) { return ib(b.yhat, b.y, z, b.x); }, b.t, gt, opt);
+        INFO("CSIB d_y " << dy << ", normalized " << normalized << ": yhat " << ry.report() << "; t " << rt.report());
+        CHECK(ry.passed);
+        CHECK(rt.passed);
+        // The value is the sum of the two functors' values.
+        CSDivergence<double> div;
+        CSQuadraticMI<double> mi;
+        mi.normalized = normalized;
+        mi.sigma_t = 3.5;
+        CHECK(v == Approx(div(b.yhat, b.y, b.x) + 0.3 * mi(b.t, b.x)).epsilon(1e-13));
+      }
+    }
+  }
+}
+
+TEST_CASE("With the median heuristic for t, the gradient holds that width constant", "[cs_ib][gradient]") {
+  const Batch b = batch(10, 3, 1, 16);
+  CSIB<double> heuristic, fixed;
+  heuristic.beta = fixed.beta = 0.5;
+  fixed.sigma_t = losskit::median_heuristic_width(b.t);
+  CHECK(fixed.sigma_t == Approx(ref_median_width(b.t)).epsilon(1e-14));
+  Eigen::MatrixXd gy_h, gt_h, gy_f, gt_f;
+  const double vh = heuristic.value_and_gradient(b.yhat, b.y, b.t, b.x, gy_h, gt_h);
+  const double vf = fixed.value_and_gradient(b.yhat, b.y, b.t, b.x, gy_f, gt_f);
+  CHECK(vh == Approx(vf).epsilon(1e-14));
+  CHECK(lktest::max_rel_err(gt_h, gt_f, 1e-12) < 1e-12);
+  CHECK(lktest::max_rel_err(gy_h, gy_f, 1e-12) < 1e-12);
+  // And that gradient is the derivative at the fixed width (checked above by
+  // finite differences of the fixed-width function):
+  const auto res =
+      losskit::check_gradient([&](const Eigen::MatrixXd& z) { return fixed(b.yhat, b.y, z, b.x); }, b.t, gt_h);
+  INFO(res.report());
+  CHECK(res.passed);
+}
+
+TEST_CASE("CS-IB far predictions (yhat = y + 20 sigma) stay finite and correct in float", "[cs_ib][float]") {
+  // exp(−(20σ)²/(2σ²)) = exp(−200) underflows in float (smallest subnormal
+  // ≈ exp(−103)): a direct sum gives C = 0, log C = −inf. The log-domain sums
+  // must agree with double.
+  const Batch b = batch(32, 4, 1, 8);
+  const Eigen::MatrixXd yhat = b.y.array() + 20.0;
+  double closest = HUGE_VAL;  // the largest cross-kernel exponent, −min ‖ŷ_j − y_i‖²/2
+  for (Eigen::Index j = 0; j < 32; ++j)
+    for (Eigen::Index i = 0; i < 32; ++i) closest = std::min(closest, 0.5 * std::pow(yhat(0, j) - b.y(0, i), 2));
+  REQUIRE(std::exp(-float(closest)) == 0.0f);  // every float cross kernel underflows
+  for (CSWeighting w : kWeightings)
+    for (bool symmetric : {false, true}) {
+      CSIB<float> ibf;
+      CSIB<double> ibd;
+      ibf.weighting = w;
+      ibd.weighting = w;
+      ibf.symmetric_cross_term = ibd.symmetric_cross_term = symmetric;
+      ibf.sigma_y = 1.0f;
+      ibd.sigma_y = 1.0;
+      Eigen::MatrixXf gyf, gtf;
+      Eigen::MatrixXd gyd, gtd;
+      const float vf = ibf.value_and_gradient(yhat.cast<float>(), b.y.cast<float>(), b.t.cast<float>(),
+                                              b.x.cast<float>(), gyf, gtf);
+      const double vd = ibd.value_and_gradient(yhat, b.y, b.t, b.x, gyd, gtd);
+      INFO("CSIB far prediction, " << name(w) << ", symmetric " << symmetric << ": float " << vf << " vs double "
+                                   << vd);
+      CHECK(std::isfinite(vf));
+      CHECK(gyf.allFinite());
+      CHECK(gtf.allFinite());
+      CHECK(vd > 2 * closest - 10);  // −2·log C ≈ 2·closest: finite, no clamp
+      CHECK(lktest::rel_err(vf, vd) < 1e-5);
+      CHECK((gyf.cast<double>() - gyd).cwiseAbs().maxCoeff() <= 1e-4 * gyd.cwiseAbs().maxCoeff());
+      CHECK((gtf.cast<double>() - gtd).cwiseAbs().maxCoeff() <= 1e-4 * gtd.cwiseAbs().maxCoeff() + 1e-7);
+    }
+  // The double gradient there is right, too.
+  CSDivergence<double> div;
+  div.sigma_y = 1.0;
+  Eigen::MatrixXd g;
+  div.value_and_gradient(yhat, b.y, b.x, g);
+  const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return div(z, b.y, b.x); }, yhat, g);
+  INFO(res.report());
+  CHECK(res.passed);
+}
+
+TEST_CASE("CS-IB in float agrees with double on ordinary inputs", "[cs_ib][float]") {
+  const Batch b = batch(192, 8, 1, 32);  // large enough for the OpenMP loops to split
+  CSIB<float> ibf;
+  CSIB<double> ibd;
+  ibf.normalized = ibd.normalized = true;
+  Eigen::MatrixXf gyf, gtf;
+  Eigen::MatrixXd gyd, gtd;
+  const Eigen::MatrixXf yhat = b.yhat.cast<float>(), y = b.y.cast<float>(), t = b.t.cast<float>(),
+                        x = b.x.cast<float>();
+  const float vf = ibf.value_and_gradient(yhat, y, t, x, gyf, gtf);
+  const double vd =
+      ibd.value_and_gradient(yhat.cast<double>(), y.cast<double>(), t.cast<double>(), x.cast<double>(), gyd, gtd);
+  INFO("CSIB float " << vf << " vs double " << vd);
+  CHECK(lktest::rel_err(vf, vd) < 1e-4);
+  CHECK((gyf.cast<double>() - gyd).cwiseAbs().maxCoeff() <= 1e-4 * gyd.cwiseAbs().maxCoeff());
+  CHECK((gtf.cast<double>() - gtd).cwiseAbs().maxCoeff() <= 1e-3 * gtd.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("CS-IB accepts Eigen expressions and writes into views", "[cs_ib][expressions]") {
+  const Batch b = batch(9, 3, 2, 5);
+  CSIB<double> ib;
+  Eigen::MatrixXd gy_ref, gt_ref;
+  const double ref = ib.value_and_gradient(b.yhat, b.y, b.t, b.x, gy_ref, gt_ref);
+  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const RowMajor x_rows = b.x.transpose();
+  Eigen::Map<const RowMajor> x_map(x_rows.data(), 9, 3);
+  Eigen::MatrixXd big = Eigen::MatrixXd::Zero(12, 12);
+  Eigen::ArrayXXd gy_arr;
+  const double v = ib.value_and_gradient(b.yhat.array() * 1.0, b.y, Eigen::MatrixXd::Identity(5, 5) * b.t,
+                                         x_map.transpose(), gy_arr, big.block(2, 1, 5, 9));
+  CHECK(v == Approx(ref).epsilon(1e-13));
+  CHECK(gy_arr.matrix().isApprox(gy_ref, 1e-12));
+  CHECK(big.block(2, 1, 5, 9).isApprox(gt_ref, 1e-12));
+  CHECK(big.block(0, 0, 2, 12).isZero(0));
+}
+
+TEST_CASE("CS-IB rejects bad shapes and options, writing nothing", "[cs_ib][errors]") {
+  const Batch b = batch(6, 3, 1, 4);
+  CSIB<double> ib;
+  Eigen::MatrixXd gy = lktest::sentinel(1, 6), gt = lktest::sentinel(4, 6);
+  auto throws = [&](const Eigen::MatrixXd& yhat, const Eigen::MatrixXd& y, const Eigen::MatrixXd& t,
+                    const Eigen::MatrixXd& x) {
+    CHECK_THROWS_AS(ib.value_and_gradient(yhat, y, t, x, gy, gt), losskit::Error);
+    CHECK_THROWS_AS(ib(yhat, y, t, x), losskit::Error);
+    CHECK(lktest::untouched(gy, 1, 6));
+    CHECK(lktest::untouched(gt, 4, 6));
+  };
+  throws(b.yhat, b.y, b.t, lktest::normal(3, 5));            // x has 5 samples
+  throws(b.yhat, b.y, lktest::normal(4, 7), b.x);            // t has 7
+  throws(b.yhat, lktest::normal(2, 6), b.t, b.x);            // y is 2×6, yhat 1×6
+  throws(b.yhat.leftCols(1), b.y.leftCols(1), b.t.leftCols(1), b.x.leftCols(1));  // N = 1
+  throws(Eigen::MatrixXd(0, 6), Eigen::MatrixXd(0, 6), b.t, b.x);                 // d_y = 0
+  CHECK_THROWS_WITH(ib(b.yhat, b.y, b.t, lktest::normal(3, 5)),
+                    lktest::Contains("CSIB") && lktest::Contains("x") && lktest::Contains("5"));
+  for (double bad : {-1.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    CSIB<double> opt;
+    opt.sigma_t = bad;
+    CHECK_THROWS_AS(opt.value_and_gradient(b.yhat, b.y, b.t, b.x, gy, gt), losskit::Error);
+    opt = CSIB<double>{};
+    opt.beta = bad;
+    CHECK_THROWS_WITH(opt(b.yhat, b.y, b.t, b.x), lktest::Contains("beta"));
+    CSDivergence<double> div;
+    div.sigma_y = bad;
+    CHECK_THROWS_AS(div(b.yhat, b.y, b.x), losskit::Error);
+    CSQuadraticMI<double> mi;
+    mi.sigma_x = bad;
+    CHECK_THROWS_AS(mi(b.t, b.x), losskit::Error);
+  }
+  CHECK(lktest::untouched(gy, 1, 6));
+  CHECK(lktest::untouched(gt, 4, 6));
+  Eigen::MatrixXd owner = lktest::sentinel(8, 8);
+  CHECK_THROWS_AS(ib.value_and_gradient(b.yhat, b.y, b.t, b.x, gy, owner.block(0, 0, 4, 5)), losskit::Error);
+  CHECK(lktest::untouched(owner, 8, 8));
+  CHECK(lktest::untouched(gy, 1, 6));
+  Eigen::MatrixXd g1 = lktest::sentinel(1, 6);
+  CHECK_THROWS_AS(CSDivergence<double>{}.value_and_gradient(b.yhat, b.y, lktest::normal(2, 3), g1), losskit::Error);
+  CHECK_THROWS_AS(CSQuadraticMI<double>{}.value_and_gradient(lktest::normal(2, 1), lktest::normal(2, 1), g1),
+                  losskit::Error);
+  CHECK(lktest::untouched(g1, 1, 6));
+}
+
+TEST_CASE("CS-IB reuses its workspace: repeated same-size calls allocate nothing", "[cs_ib][alloc]") {
+  // d_t = 32 exercises the GEMM distance path; at these sizes Eigen's GEMM
+  // blocking lives on the stack. (Larger GEMMs take a heap block from Eigen.)
+  const Batch b = batch(48, 8, 1, 32);
+  const Eigen::MatrixXf yhat = b.yhat.cast<float>(), y = b.y.cast<float>(), t = b.t.cast<float>(),
+                        x = b.x.cast<float>();
+  CSIB<float> ib;
+  ib.normalized = true;
+  Eigen::MatrixXf gy(1, 48), gt(32, 48);
+  const float first = ib.value_and_gradient(yhat, y, t, x, gy, gt);
+  lktest::AllocationCounter counter;
+  Eigen::internal::set_is_malloc_allowed(false);
+  const float second = ib.value_and_gradient(yhat, y, t, x, gy, gt);
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(counter.count() == 0);
+  CHECK(second == first);
+}
+
+TEST_CASE("CS-IB non-finite inputs give NaN without throwing", "[cs_ib][nonfinite]") {
+  Batch b = batch(6, 2, 1, 3);
+  CSIB<double> ib;
+  Eigen::MatrixXd gy, gt;
+  b.x(0, 2) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(std::isnan(ib.value_and_gradient(b.yhat, b.y, b.t, b.x, gy, gt)));
+  b.x(0, 2) = 0;
+  b.yhat(0, 1) = std::numeric_limits<double>::infinity();
+  CHECK_NOTHROW(ib.value_and_gradient(b.yhat, b.y, b.t, b.x, gy, gt));
+  b.yhat(0, 1) = 0;
+  b.t(1, 1) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(std::isnan(ib(b.yhat, b.y, b.t, b.x)));
+}
