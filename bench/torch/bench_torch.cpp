@@ -33,4 +33,187 @@ void BM_Torch_MSE_ValueGrad(benchmark::State& state) {
 }
 BENCHMARK(BM_Torch_MSE_ValueGrad)->RangeMultiplier(16)->Range(1 << 12, 1 << 24)->UseRealTime();
 
+
+// ---------------------------------------------------------------------------
+// Softmax family (CE, BCE, comp-sum, Z-loss). losskit's C×N logits are
+// torch's N×C, the layout torch's kernels expect. Value+gradient is forward
+// with autograd recording plus torch::autograd::grad.
+
+namespace F = torch::nn::functional;
+
+template <class Loss>
+void torch_value(benchmark::State& state, const torch::Tensor& x, Loss&& loss) {
+  torch::NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(loss(x).template item<float>());
+}
+
+template <class Loss>
+void torch_value_grad(benchmark::State& state, const torch::Tensor& x, Loss&& loss) {
+  for (auto _ : state) {
+    const torch::Tensor l = loss(x);
+    benchmark::DoNotOptimize(lkbench::autograd_grad(l, x).data_ptr());
+    benchmark::DoNotOptimize(l.template item<float>());
+  }
+}
+
+void BM_Torch_CE_Value(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c)));
+  torch_value(state, lkbench::as_rows(logits), [&](const torch::Tensor& x) { return F::cross_entropy(x, y); });
+  lkbench::set_throughput(state, sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_CE_Value)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
+
+void BM_Torch_CE_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c)));
+  torch_value_grad(state, lkbench::as_rows(logits).requires_grad_(true),
+                   [&](const torch::Tensor& x) { return F::cross_entropy(x, y); });
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_CE_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
+
+// Weights, smoothing, ignore_index and the PaLM log²Z penalty (torch has no
+// built-in: logsumexp, square, weighted sum — what a PyTorch user writes).
+void BM_Torch_CE_ValueGrad_AllOptions(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  Eigen::VectorXi labels = lkbench::random_labels(n, int(c));
+  for (Eigen::Index i = 0; i < n; i += 7) labels(i) = -100;
+  Eigen::MatrixXf weights = lkbench::random_matrix<float>(c, 1).cwiseAbs();
+  const torch::Tensor y = lkbench::as_labels(labels), w = lkbench::as_rows(weights).reshape({c});
+  const torch::Tensor counted = y.ne(-100);
+  const torch::Tensor w_y = torch::where(counted, w.index({y.clamp_min(0)}), torch::zeros({n}));
+  const torch::Tensor norm = w_y.sum();
+  const auto opts = F::CrossEntropyFuncOptions().weight(w).label_smoothing(0.1);
+  torch_value_grad(state, lkbench::as_rows(logits).requires_grad_(true), [&](const torch::Tensor& x) {
+    const torch::Tensor lse = torch::logsumexp(x, 1);
+    return F::cross_entropy(x, y, opts) + 1e-4 * (w_y * lse.square()).sum() / norm;
+  });
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_CE_ValueGrad_AllOptions)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
+
+void BM_Torch_CE_ValueGrad_Probabilities(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  Eigen::MatrixXf q = lkbench::random_matrix<float>(c, n, 1.0, 5).cwiseAbs();
+  for (Eigen::Index j = 0; j < n; ++j) q.col(j) /= q.col(j).sum();
+  const torch::Tensor target = lkbench::as_rows(q);
+  torch_value_grad(state, lkbench::as_rows(logits).requires_grad_(true),
+                   [&](const torch::Tensor& x) { return F::cross_entropy(x, target); });
+  lkbench::set_throughput(state, 3.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_CE_ValueGrad_Probabilities)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
+
+void BM_Torch_BCE_Value(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index d = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(d, n, 3.0);
+  Eigen::MatrixXf targets = (lkbench::random_matrix<float>(d, n, 1.0, 4).array() > 0.0f).cast<float>();
+  const torch::Tensor t = lkbench::as_rows(targets);
+  torch_value(state, lkbench::as_rows(logits),
+              [&](const torch::Tensor& x) { return F::binary_cross_entropy_with_logits(x, t); });
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(d * n), double(d * n));
+}
+BENCHMARK(BM_Torch_BCE_Value)->ArgsProduct({{10, 1000, 32000}, {256}})->UseRealTime();
+
+void BM_Torch_BCE_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index d = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(d, n, 3.0);
+  Eigen::MatrixXf targets = (lkbench::random_matrix<float>(d, n, 1.0, 4).array() > 0.0f).cast<float>();
+  const torch::Tensor t = lkbench::as_rows(targets), pos_weight = torch::full({d}, 2.0f);
+  const auto opts = F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(pos_weight);
+  torch_value_grad(state, lkbench::as_rows(logits).requires_grad_(true),
+                   [&](const torch::Tensor& x) { return F::binary_cross_entropy_with_logits(x, t, opts); });
+  lkbench::set_throughput(state, 3.0 * sizeof(float) * double(d * n), double(d * n));
+}
+BENCHMARK(BM_Torch_BCE_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256}})->UseRealTime();
+
+// Comp-sum as a PyTorch user writes it: log_softmax, gather the label's
+// log-probability, then (1 − p_y^{τ−1})/(τ − 1) (cross_entropy for τ = 1).
+torch::Tensor torch_comp_sum(const torch::Tensor& x, const torch::Tensor& y, double tau) {
+  if (tau == 1.0) return F::cross_entropy(x, y);
+  const torch::Tensor log_p_y = torch::log_softmax(x, 1).gather(1, y.unsqueeze(1));
+  return ((1.0 - ((tau - 1.0) * log_p_y).exp()) / (tau - 1.0)).mean();
+}
+
+void BM_Torch_CompSum_Value(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  const double tau = double(state.range(2)) / 1000.0;
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c)));
+  torch_value(state, lkbench::as_rows(logits), [&](const torch::Tensor& x) { return torch_comp_sum(x, y, tau); });
+  lkbench::set_throughput(state, sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_CompSum_Value)->ArgsProduct({{10, 1000, 32000}, {256, 4096}, {1000}})->UseRealTime();
+
+void BM_Torch_CompSum_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  const double tau = double(state.range(2)) / 1000.0;
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c)));
+  torch_value_grad(state, lkbench::as_rows(logits).requires_grad_(true),
+                   [&](const torch::Tensor& x) { return torch_comp_sum(x, y, tau); });
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_CompSum_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256, 4096}, {1000, 500, 1700}})->UseRealTime();
+
+void BM_Torch_SmoothAdversarialCompSum_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf clean = lkbench::random_matrix<float>(c, n);
+  Eigen::MatrixXf adv = clean + lkbench::random_matrix<float>(c, n, 0.1, 7);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c))).unsqueeze(1);
+  const torch::Tensor h = lkbench::as_rows(clean).requires_grad_(true), ha = lkbench::as_rows(adv).requires_grad_(true);
+  for (auto _ : state) {
+    const torch::Tensor d = (ha - ha.gather(1, y)) - (h - h.gather(1, y));
+    const torch::Tensor l = F::cross_entropy(h, y.squeeze(1)) + d.square().sum(1).sqrt().mean();
+    const auto g = torch::autograd::grad({l}, {h, ha});
+    benchmark::DoNotOptimize(g[0].data_ptr());
+    benchmark::DoNotOptimize(l.item<float>());
+  }
+  lkbench::set_throughput(state, 4.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_SmoothAdversarialCompSum_ValueGrad)->ArgsProduct({{10, 1000}, {256, 4096}})->UseRealTime();
+
+// Spherical Z-loss: per-row mean and population std, z of the target, softplus.
+torch::Tensor torch_z_loss(const torch::Tensor& o, const torch::Tensor& y) {
+  const torch::Tensor mu = o.mean(1, true);
+  const torch::Tensor sigma = (o - mu).square().mean(1, true).sqrt();
+  const torch::Tensor z_c = (o.gather(1, y) - mu) / sigma;
+  return torch::softplus(-z_c).mean();  // a = 1, b = 0 (losskit's defaults)
+}
+
+void BM_Torch_ZLoss_Value(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index d = state.range(0), n = state.range(1);
+  Eigen::MatrixXf outputs = lkbench::random_matrix<float>(d, n);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(d))).unsqueeze(1);
+  torch_value(state, lkbench::as_rows(outputs), [&](const torch::Tensor& o) { return torch_z_loss(o, y); });
+  lkbench::set_throughput(state, sizeof(float) * double(d * n), double(d * n));
+}
+BENCHMARK(BM_Torch_ZLoss_Value)->Args({1024, 64})->Args({4096, 256})->Args({131072, 128})->UseRealTime();
+
+void BM_Torch_ZLoss_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index d = state.range(0), n = state.range(1);
+  Eigen::MatrixXf outputs = lkbench::random_matrix<float>(d, n);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(d))).unsqueeze(1);
+  torch_value_grad(state, lkbench::as_rows(outputs).requires_grad_(true),
+                   [&](const torch::Tensor& o) { return torch_z_loss(o, y); });
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(d * n), double(d * n));
+}
+BENCHMARK(BM_Torch_ZLoss_ValueGrad)->Args({1024, 64})->Args({4096, 256})->Args({131072, 128})->UseRealTime();
+
 }  // namespace
+

@@ -30,7 +30,7 @@ inline int omp_threads() {
 /// calls omp_set_num_threads with the same value, so losskit is unaffected.
 inline void match_torch_threads(benchmark::State& state) {
   if (at::get_num_threads() != omp_threads()) at::set_num_threads(omp_threads());
-  state.counters["threads"] = at::get_num_threads();
+  state.counters["omp_threads"] = at::get_num_threads();
 }
 
 /// A D×N Eigen matrix as an N×D tensor sharing its memory (the matrix must outlive it).
