@@ -8,9 +8,12 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -60,6 +63,28 @@ inline Eigen::MatrixXd read_table(const std::string& path) {
   }
   using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   return Eigen::Map<const RowMajor>(values.data(), rows, cols);
+}
+
+/// The rows of a table as columns (samples are columns), in an order
+/// shuffled with `seed`, split into the first round(train_fraction·N) samples
+/// and the rest.
+struct TrainTest {
+  Eigen::MatrixXd train, test;
+};
+inline TrainTest shuffle_split(const Eigen::MatrixXd& table, double train_fraction, unsigned seed) {
+  std::vector<Eigen::Index> order(static_cast<std::size_t>(table.rows()));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937(seed));
+  const auto n_train = static_cast<Eigen::Index>(std::lround(train_fraction * double(table.rows())));
+  TrainTest s{Eigen::MatrixXd(table.cols(), n_train), Eigen::MatrixXd(table.cols(), table.rows() - n_train)};
+  for (Eigen::Index i = 0; i < table.rows(); ++i) {
+    const auto row = table.row(order[static_cast<std::size_t>(i)]).transpose();
+    if (i < n_train)
+      s.train.col(i) = row;
+    else
+      s.test.col(i - n_train) = row;
+  }
+  return s;
 }
 
 /// A binary (P5) 8-bit PGM image as an H×W matrix with values in [0, 1].
