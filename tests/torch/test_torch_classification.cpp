@@ -329,3 +329,107 @@ TEST_CASE("SmoothAdversarialCompSum agrees with ℓ^τ(h) + ν·‖Δ' − Δ‖
     }
 }
 #endif
+
+#if __has_include(<losskit/ldr.hpp>)
+#include <losskit/ldr.hpp>
+
+namespace {
+
+// Scores: the raw logits, or the official code's softplus(s)/mean softplus(s).
+torch::Tensor ldr_scores(const torch::Tensor& s, bool normalize) {
+  if (!normalize) return s;
+  const torch::Tensor sp = torch::softplus(s);
+  return sp / sp.mean(1, true);
+}
+
+// z_k = c·[k ≠ y] + f_k − f_y (Zhu, Ying, Yang, ICML 2023).
+torch::Tensor ldr_z(const torch::Tensor& f, const torch::Tensor& y, double margin) {
+  const torch::Tensor others = torch::ones_like(f).scatter(1, y.unsqueeze(1), 0.0);
+  return margin * others + f - f.gather(1, y.unsqueeze(1));
+}
+
+// λ·lse_u(z/λ) = λ·(logsumexp(z/λ) − log C), per row; lambda may be a column tensor.
+torch::Tensor ldr_psi(const torch::Tensor& z, const torch::Tensor& lambda) {
+  return lambda.squeeze(1) * (torch::logsumexp(z / lambda, 1) - std::log(double(z.size(1))));
+}
+
+}  // namespace
+
+TEST_CASE("LDRKL agrees with λ·lse_u(z/λ) in torch ops, differentiated by autograd", "[torch][ldr]") {
+  const int classes = 10, n = 24;
+  const Eigen::MatrixXd logits = lktest::normal(classes, n, 2.0);
+  const Eigen::VectorXi labels = lktest::labels(n, classes);
+  for (const double lambda : {0.1, 1.0, 10.0})
+    for (const double margin : {0.0, 0.1})
+      for (const bool normalize : {false, true})
+        for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+          losskit::LDRKL<double> ldr;
+          ldr.lambda = lambda;
+          ldr.margin = margin;
+          ldr.normalize_logits = normalize;
+          ldr.reduction = r;
+          Eigen::MatrixXd grad;
+          const double v = ldr.value_and_gradient(logits, labels, grad);
+
+          torch::Tensor s = lktorch::rows(logits, true);
+          const torch::Tensor z = ldr_z(ldr_scores(s, normalize), lktorch::labels(labels), margin);
+          const torch::Tensor per = ldr_psi(z, torch::full({n, 1}, lambda, torch::kDouble));
+          const torch::Tensor ref = r == Reduction::Mean ? per.mean() : per.sum();
+          ref.backward();
+          INFO("LDRKL lambda " << lambda << ", margin " << margin << ", normalize " << normalize << ", reduction " << r);
+          CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+          CHECK(lktest::max_rel_err(grad, lktorch::columns(s.grad()), 1e-12) < kTol);
+          CHECK(lktest::max_rel_err(ldr.per_sample(logits, labels), lktorch::vector(per), 1e-12) < kTol);
+        }
+}
+
+TEST_CASE("ALDRKL at losskit's λ* agrees with g(λ*) and its autograd gradient; λ* maximises g on a torch grid",
+          "[torch][ldr]") {
+  // At fixed λ* (taken from lambda_star and treated as a constant), torch
+  // evaluates g(λ*) = λ*·lse_u(z/λ*) − (a/2)(λ* − λ0)², a = α·log C/λ0, and
+  // autograd's gradient in the scores is the envelope-theorem gradient.
+  // Independently, g evaluated by torch on a 2001-point grid over
+  // [λ0(1 − 1/α), λ0] never exceeds g(λ*) (λ* is the global maximiser).
+  const int classes = 12, n = 16;
+  const Eigen::MatrixXd logits = lktest::normal(classes, n, 3.0);
+  const Eigen::VectorXi labels = lktest::labels(n, classes);
+  for (const double lambda0 : {0.1, 1.0, 10.0})
+    for (const bool normalize : {false, true}) {
+      losskit::ALDRKL<double> aldr;
+      aldr.lambda0 = lambda0;
+      aldr.alpha = 2.0;
+      aldr.normalize_logits = normalize;
+      Eigen::MatrixXd grad;
+      const double v = aldr.value_and_gradient(logits, labels, grad);
+      const Eigen::VectorXd lambda_star = aldr.lambda_star(logits, labels);
+      const double a = aldr.alpha * std::log(double(classes)) / lambda0;
+
+      torch::Tensor s = lktorch::rows(logits, true);
+      const torch::Tensor z = ldr_z(ldr_scores(s, normalize), lktorch::labels(labels), aldr.margin);
+      const torch::Tensor lam = lktorch::vector(lambda_star).unsqueeze(1);
+      const torch::Tensor g = ldr_psi(z, lam) - 0.5 * a * (lam.squeeze(1) - lambda0).square();
+      const torch::Tensor ref = g.mean();
+      ref.backward();
+      INFO("ALDRKL lambda0 " << lambda0 << ", normalize " << normalize);
+      CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+      // Small λ0 makes softmax(z/λ*) one-hot at the label for some samples:
+      // their gradient is round-off (~1e-16) on both sides, so entries are
+      // compared relative to the largest gradient entry (lktorch::grad_err).
+      CHECK(lktorch::grad_err(grad, lktorch::columns(s.grad())) < kTol);
+
+      torch::NoGradGuard no_grad;
+      const double lo = lambda0 * (1.0 - 1.0 / aldr.alpha);
+      const torch::Tensor grid = torch::linspace(lo, lambda0, 2001, torch::kDouble);
+      const torch::Tensor zd = z.detach();
+      for (int i = 0; i < n; ++i) {
+        CHECK(lambda_star(i) >= lo * (1 - 1e-12));
+        CHECK(lambda_star(i) <= lambda0 * (1 + 1e-12));
+        const torch::Tensor zi = zd[i].unsqueeze(0).expand({grid.size(0), classes});
+        const torch::Tensor g_grid = ldr_psi(zi, grid.unsqueeze(1)) - 0.5 * a * (grid - lambda0).square();
+        const double best_grid = g_grid.max().item<double>(), at_star = g[i].item<double>();
+        INFO("sample " << i << ": g(λ*) = " << at_star << " at λ* = " << lambda_star(i) << ", grid max " << best_grid);
+        CHECK(at_star >= best_grid - 1e-12 * (1 + std::abs(best_grid)));
+      }
+    }
+}
+#endif
