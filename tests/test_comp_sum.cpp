@@ -3,6 +3,7 @@
 // continuity around τ = 1, finite-difference gradients, extreme logits,
 // float vs double, expressions, errors, allocation, non-finite inputs.
 #include <losskit/comp_sum.hpp>
+#include <losskit/cross_entropy.hpp>
 #include <losskit/gradcheck.hpp>
 
 #include <string>
@@ -103,6 +104,35 @@ TEST_CASE("CompSum with tau = 1 is the cross-entropy lse(h) - h_y", "[comp_sum]"
   const double v = loss.value_and_gradient(x, y, g);
   CHECK(lktest::rel_err(v, double(total)) < 1e-14);
   CHECK((g - expected_grad).cwiseAbs().maxCoeff() < 1e-15);
+}
+
+TEST_CASE("CompSum with tau = 1 equals CrossEntropy", "[comp_sum]") {
+  // Same formula (lse − h_y, gradient p − e_y), different code: CrossEntropy
+  // accumulates float columns in double, so agreement is to round-off.
+  const Eigen::VectorXi y = lktest::labels(40, 300);
+  for (double spread : {1.0, 20.0}) {
+    const Eigen::MatrixXd x = lktest::normal(300, 40, spread);
+    for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+      CompSum<double> cs(1.0, r);
+      losskit::CrossEntropy<double> ce;
+      ce.reduction = r;
+      Eigen::MatrixXd g_cs, g_ce;
+      const double v_cs = cs.value_and_gradient(x, y, g_cs), v_ce = ce.value_and_gradient(x, y, g_ce);
+      INFO("CompSum(1) vs CrossEntropy, spread " << spread << ", " << r << ": " << v_cs << " vs " << v_ce);
+      CHECK(lktest::rel_err(v_cs, v_ce) < 1e-14);
+      CHECK(lktest::max_rel_err(cs.per_sample(x, y), ce.per_sample(x, y)) < 1e-13);
+      CHECK((g_cs - g_ce).cwiseAbs().maxCoeff() <= 1e-15 * g_ce.cwiseAbs().maxCoeff());
+
+      CompSum<float> csf(1.0f, r);
+      losskit::CrossEntropy<float> cef;
+      cef.reduction = r;
+      const Eigen::MatrixXf xf = x.cast<float>();
+      Eigen::MatrixXf gf_cs, gf_ce;
+      const float vf_cs = csf.value_and_gradient(xf, y, gf_cs), vf_ce = cef.value_and_gradient(xf, y, gf_ce);
+      CHECK(lktest::rel_err(vf_cs, vf_ce) < 1e-6);
+      CHECK((gf_cs - gf_ce).cwiseAbs().maxCoeff() <= 1e-6f * gf_ce.cwiseAbs().maxCoeff());
+    }
+  }
 }
 
 TEST_CASE("CompSum value and gradient are continuous in tau around 1", "[comp_sum]") {
