@@ -163,10 +163,11 @@ class SSIMEngine {
   using CMapV = Eigen::Map<const Vector>;
 
   // Per-scale sizes and, within one thread's slot of the workspace, offsets
-  // of the shifted planes (x, y), the backward accumulator r and the three
-  // derivative maps (α, β, γ) of each scale, then shared column scratch.
-  std::array<Index, kMaxSSIMScales> h_{}, w_{}, x_off_{}, y_off_{}, r_off_{}, a_off_{}, b_off_{}, g_off_{};
-  Index ring_off_ = 0, prod_off_ = 0, mom_off_ = 0, map_off_ = 0, hcol_off_ = 0, vcol_off_ = 0, slot_size_ = 0;
+  // of the shifted planes (x, y) and the gradient plane r of each scale, then
+  // shared column scratch: rings of the last `window` filtered moment columns
+  // and derivative-map columns, and single columns.
+  std::array<Index, kMaxSSIMScales> h_{}, w_{}, x_off_{}, y_off_{}, r_off_{};
+  Index ring_off_ = 0, dring_off_ = 0, prod_off_ = 0, mom_off_ = 0, map_off_ = 0, hcol_off_ = 0, vcol_off_ = 0, slot_size_ = 0;
   Index window_ = 0;
   double sigma_ = 0;
   Vector taps_, workspace_, plane_index_;
@@ -182,22 +183,20 @@ class SSIMEngine {
     for (int j = 0; j < cfg.scales; ++j) {
       h_[j] = j == 0 ? cfg.height : (h_[j - 1] + 1) / 2;
       w_[j] = j == 0 ? cfg.width : (w_[j - 1] + 1) / 2;
-      const Index full = h_[j] * w_[j], valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
+      const Index full = h_[j] * w_[j];
       x_off_[j] = off;
       y_off_[j] = off += full;
       r_off_[j] = off += full;
-      a_off_[j] = off += full;
-      b_off_[j] = off += valid;
-      g_off_[j] = off += valid;
-      off += valid;
+      off += full;
     }
     const Index h = cfg.height, hv = h - cfg.window + 1;
     ring_off_ = off;
-    prod_off_ = off += 5 * cfg.window * hv;
+    dring_off_ = off += 5 * cfg.window * hv;
+    prod_off_ = off += 3 * cfg.window * hv;
     mom_off_ = off += 3 * h;
     map_off_ = off += 5 * hv;
     hcol_off_ = off += hv;
-    vcol_off_ = off += 3 * hv;
+    vcol_off_ = off += 3 * (h + cfg.window - 1);
     slot_size_ = off + 3 * h;
   }
 
@@ -212,15 +211,18 @@ class SSIMEngine {
     for (int j = 0; j < m; ++j) {
       const Index n = h_[j] * w_[j];
       if (j > 0) {
-        pool(w + x_off_[j - 1], h_[j - 1], w_[j - 1], shift[j - 1], w + x_off_[j], cfg.pooling);
-        pool(w + y_off_[j - 1], h_[j - 1], w_[j - 1], shift[j - 1], w + y_off_[j], cfg.pooling);
+        pool(w + x_off_[j - 1], h_[j - 1], w_[j - 1], shift[j - 1], w + x_off_[j], cfg.pooling, w + prod_off_);
+        pool(w + y_off_[j - 1], h_[j - 1], w_[j - 1], shift[j - 1], w + y_off_[j], cfg.pooling, w + prod_off_);
       }
       MapV x(w + x_off_[j], n), y(w + y_off_[j], n);
       shift[j] = Scalar((accurate_sum(x.array()) + accurate_sum(y.array())) / Acc(2 * n));
       x.array() -= shift[j];
       y.array() -= shift[j];
       const Index valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
-      v[j] = Scalar(forward_scale<WithGrad>(cfg, w, j, shift[j], j == m - 1) / Acc(valid));
+      // SSIM knows its upstream factor before the sweep; MS-SSIM's c_j needs
+      // every scale, so each scale's gradient is kept unscaled and combined below.
+      const Scalar coeff = m == 1 ? upstream / Scalar(valid) : Scalar(1);
+      v[j] = Scalar(sweep_scale<WithGrad>(cfg, w, j, shift[j], j == m - 1, coeff) / Acc(valid));
     }
 
     Scalar index = v[0];
@@ -245,14 +247,12 @@ class SSIMEngine {
         r0.setZero();
         return index;
       }
+      if (m == 1) return index;
+      // r_M = c_M g_M, r_j = c_j g_j + Dᵀ r_{j+1}, c_j = upstream·w_j·MS/v_j / N'_j.
       for (int j = m - 1; j >= 0; --j) {
         const Index valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
-        const Scalar dv = m == 1 ? Scalar(1) : cfg.weights[j] * index / v[j];
-        if (j == m - 1)
-          MapV(w + r_off_[j], h_[j] * w_[j]).setZero();
-        else
-          pool_adjoint(w + r_off_[j + 1], h_[j], w_[j], w + r_off_[j], cfg.pooling);
-        backward_scale(cfg, w, j, upstream * dv / Scalar(valid));
+        MapV(w + r_off_[j], h_[j] * w_[j]) *= upstream * (cfg.weights[j] * index / v[j]) / Scalar(valid);
+        if (j < m - 1) pool_adjoint(w + r_off_[j + 1], h_[j], w_[j], w + r_off_[j], cfg.pooling, w + vcol_off_);
       }
     }
     return index;
@@ -265,40 +265,54 @@ class SSIMEngine {
     return std::numeric_limits<Scalar>::quiet_NaN();
   }
 
-  // One scale's forward pass, streamed over input columns: each column is
-  // filtered vertically into a ring of the last `window` columns (for the
-  // five moments x, y, x², y², xy), and each full ring gives one output
-  // column by the horizontal pass. Only the derivative maps touch memory
-  // beyond a few columns. Returns the sum of the S map (last scale) or CS map.
+  // One scale's forward and (WithGrad) backward pass in a single sweep over
+  // the columns. Forward: each input column is filtered vertically into a
+  // ring of the last `window` columns of the five moments (x, y, x², y², xy);
+  // each full ring gives one valid output column by the horizontal pass, whose
+  // derivative columns (α, β, γ) go to a second ring. Backward, `window − 1`
+  // columns behind: gradient column jj needs exactly the derivative columns
+  // jj − window + 1 .. jj, all still in that ring. So only a few columns are
+  // live at a time, and the gradient plane r (times `coeff`) is written once.
+  // Returns the sum of the S map (last scale) or of the CS map.
   template <bool WithGrad>
-  Acc forward_scale(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar shift, bool last) const {
+  Acc sweep_scale(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar shift, bool last, Scalar coeff) const {
     const Index h = h_[j], width = w_[j], ws = cfg.window, hv = h - ws + 1, half = ws / 2;
     const Scalar* x = w + x_off_[j];
     const Scalar* y = w + y_off_[j];
     Scalar* ring = w + ring_off_;
+    Scalar* dring = w + dring_off_;
     Scalar* mom = w + mom_off_;
     MapV xx(w + prod_off_, h), yy(w + prod_off_ + h, h), xy(w + prod_off_ + 2 * h, h);
     auto ring_col = [&](Index moment, Index col) { return MapV(ring + (moment * ws + col % ws) * hv, hv); };
+    auto dring_col = [&](Index map, Index col) { return dring + (map * ws + col % ws) * hv; };
+    if constexpr (WithGrad) start_backward(cfg, w);
     Acc total = 0;
-    for (Index jj = 0; jj < width; ++jj) {
-      const CMapV xc(x + jj * h, h), yc(y + jj * h, h);
-      xx = xc.cwiseProduct(xc);
-      yy = yc.cwiseProduct(yc);
-      xy = xc.cwiseProduct(yc);
-      correlate_valid(taps_, xc, ring_col(0, jj));
-      correlate_valid(taps_, yc, ring_col(1, jj));
-      correlate_valid(taps_, xx, ring_col(2, jj));
-      correlate_valid(taps_, yy, ring_col(3, jj));
-      correlate_valid(taps_, xy, ring_col(4, jj));
-      if (jj + 1 < ws) continue;
-      const Index col = jj + 1 - ws;
-      for (Index k = 0; k < 5; ++k) {
-        MapV o(mom + k * hv, hv);
-        o = taps_(half) * ring_col(k, col + half);
-        for (Index t = 0; t < half; ++t) o += taps_(t) * (ring_col(k, col + t) + ring_col(k, col + ws - 1 - t));
+    const Index steps = WithGrad ? width + ws - 1 : width;
+    for (Index jj = 0; jj < steps; ++jj) {
+      if (jj < width) {
+        const CMapV xc(x + jj * h, h), yc(y + jj * h, h);
+        xx = xc.cwiseProduct(xc);
+        yy = yc.cwiseProduct(yc);
+        xy = xc.cwiseProduct(yc);
+        correlate_valid(taps_, xc, ring_col(0, jj));
+        correlate_valid(taps_, yc, ring_col(1, jj));
+        correlate_valid(taps_, xx, ring_col(2, jj));
+        correlate_valid(taps_, yy, ring_col(3, jj));
+        correlate_valid(taps_, xy, ring_col(4, jj));
+        if (jj + 1 >= ws) {
+          const Index col = jj + 1 - ws;
+          for (Index k = 0; k < 5; ++k) {
+            MapV o(mom + k * hv, hv);
+            o = taps_(half) * ring_col(k, col + half);
+            for (Index t = 0; t < half; ++t) o += taps_(t) * (ring_col(k, col + t) + ring_col(k, col + ws - 1 - t));
+          }
+          total += pointwise<WithGrad>(cfg, mom, hv, shift, last, w + map_off_, dring_col(0, col), dring_col(1, col),
+                                       dring_col(2, col));
+        }
       }
-      total += pointwise<WithGrad>(cfg, mom, hv, shift, last, w + map_off_, w + a_off_[j] + col * hv,
-                                   w + b_off_[j] + col * hv, w + g_off_[j] + col * hv);
+      if constexpr (WithGrad) {
+        if (jj + 1 >= ws) backward_column(cfg, w, j, jj + 1 - ws, coeff);
+      }
     }
     return total;
   }
@@ -342,34 +356,40 @@ class SSIMEngine {
     return Acc(CMapV(map, hv).sum());
   }
 
-  // r += coeff · (Wᵀα + 2X ⊙ Wᵀβ + Y ⊙ Wᵀγ), column by column: the horizontal
-  // adjoint gathers the valid-map columns that touched input column jj, the
-  // vertical adjoint spreads them back over the full height.
-  void backward_scale(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar coeff) const {
-    const Index h = h_[j], width = w_[j], ws = cfg.window, hv = h - ws + 1, wv = width - ws + 1;
-    const Scalar *x = w + x_off_[j], *y = w + y_off_[j];
-    const Scalar *am = w + a_off_[j], *bm = w + b_off_[j], *gm = w + g_off_[j];
-    Scalar* r = w + r_off_[j];
-    MapV ha(w + hcol_off_, hv), hb(w + hcol_off_ + hv, hv), hg(w + hcol_off_ + 2 * hv, hv);
-    MapV va(w + vcol_off_, h), vb(w + vcol_off_ + h, h), vg(w + vcol_off_ + 2 * h, h);
-    for (Index jj = 0; jj < width; ++jj) {
-      ha.setZero();
-      hb.setZero();
-      hg.setZero();
-      const Index k_lo = std::max<Index>(0, jj - (wv - 1)), k_hi = std::min<Index>(ws - 1, jj);
-      for (Index k = k_lo; k <= k_hi; ++k) {
-        const Index col = jj - k;
-        const Scalar t = coeff * taps_(k);
-        ha += t * CMapV(am + col * hv, hv);
-        hb += t * CMapV(bm + col * hv, hv);
-        hg += t * CMapV(gm + col * hv, hv);
+  // Zero borders of the padded columns that backward_column fills.
+  void start_backward(const SSIMConfig<Scalar>& cfg, Scalar* w) const {
+    MapV(w + hcol_off_, 3 * (cfg.height + cfg.window - 1)).setZero();
+  }
+
+  // Column jj of coeff · (Wᵀα + 2X ⊙ Wᵀβ + Y ⊙ Wᵀγ): the horizontal adjoint
+  // gathers the derivative columns that touched input column jj into the
+  // middle of a zero-padded column, whose valid correlation is the vertical
+  // adjoint (full correlation; the taps are symmetric). Away from the
+  // left/right borders every tap is present and symmetric taps are paired.
+  void backward_column(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Index jj, Scalar coeff) const {
+    const Index h = h_[j], width = w_[j], ws = cfg.window, hv = h - ws + 1, wv = width - ws + 1, half = ws / 2;
+    const Index padded = h + ws - 1;
+    const Scalar* dring = w + dring_off_;
+    const bool interior = jj >= ws - 1 && jj <= wv - 1;
+    for (int m = 0; m < 3; ++m) {
+      auto col = [&](Index c) { return CMapV(dring + (m * ws + c % ws) * hv, hv); };
+      Eigen::VectorBlock<MapV> mid = MapV(w + hcol_off_ + m * padded, padded).segment(ws - 1, hv);
+      if (interior) {
+        mid = taps_(half) * col(jj - half);
+        for (Index k = 0; k < half; ++k) mid += taps_(k) * (col(jj - k) + col(jj - ws + 1 + k));
+      } else {
+        mid.setZero();
+        const Index k_lo = std::max<Index>(0, jj - (wv - 1)), k_hi = std::min<Index>(ws - 1, jj);
+        for (Index k = k_lo; k <= k_hi; ++k) mid += taps_(k) * col(jj - k);
       }
-      correlate_valid_adjoint(taps_, ha, va);
-      correlate_valid_adjoint(taps_, hb, vb);
-      correlate_valid_adjoint(taps_, hg, vg);
-      MapV(r + jj * h, h).array() +=
-          va.array() + 2 * CMapV(x + jj * h, h).array() * vb.array() + CMapV(y + jj * h, h).array() * vg.array();
     }
+    MapV va(w + vcol_off_, h), vb(w + vcol_off_ + h, h), vg(w + vcol_off_ + 2 * h, h);
+    correlate_valid(taps_, CMapV(w + hcol_off_, padded), va);
+    correlate_valid(taps_, CMapV(w + hcol_off_ + padded, padded), vb);
+    correlate_valid(taps_, CMapV(w + hcol_off_ + 2 * padded, padded), vg);
+    const Scalar *x = w + x_off_[j] + jj * h, *y = w + y_off_[j] + jj * h;
+    MapV(w + r_off_[j] + jj * h, h) =
+        coeff * (va.array() + 2 * CMapV(x, h).array() * vb.array() + CMapV(y, h).array() * vg.array()).matrix();
   }
 
   // Source index of tap t (0 or 1) of pooled index a along an axis of length
@@ -379,40 +399,58 @@ class SSIMEngine {
     return 2 * a + t - (n % 2);
   }
 
+  // Rows of one column pooled in pairs: ReplicateLast pairs (2a, 2a+1) for
+  // a < ⌊h/2⌋ and, for odd h, averages the last row with itself; ZeroFirst
+  // (odd h) averages row 0 with the zero pad and pairs (2a−1, 2a) after it.
+  struct RowPairs {
+    Index first_pair_out, first_pair_in, pairs, single_out, single_in;
+    Scalar single_weight;  // 0 when h is even
+  };
+  static RowPairs row_pairs(Index h, OddSizePooling conv) {
+    const Index odd = h % 2;
+    if (conv == OddSizePooling::ReplicateLast) return {0, 0, h / 2, (h + 1) / 2 - 1, h - 1, Scalar(odd ? 2 : 0)};
+    return {odd, odd, h / 2, 0, 0, Scalar(odd ? 1 : 0)};
+  }
+  using StridedV = Eigen::Map<Vector, 0, Eigen::InnerStride<2>>;
+  using CStridedV = Eigen::Map<const Vector, 0, Eigen::InnerStride<2>>;
+
   // dst = 2×2 average of (src + add) (the zero pads of ZeroFirst stay zero).
-  static void pool(const Scalar* src, Index h, Index width, Scalar add, Scalar* dst, OddSizePooling conv) {
+  // `scratch` holds one column of src.
+  static void pool(const Scalar* src, Index h, Index width, Scalar add, Scalar* dst, OddSizePooling conv,
+                   Scalar* scratch) {
     const Index h2 = (h + 1) / 2, w2 = (width + 1) / 2;
-    for (Index b = 0; b < w2; ++b)
-      for (Index a = 0; a < h2; ++a) {
-        Scalar s = 0;
-        for (int tq = 0; tq < 2; ++tq) {
-          const Index q = pool_source(b, tq, width, conv);
-          if (q < 0) continue;
-          for (int tp = 0; tp < 2; ++tp) {
-            const Index p = pool_source(a, tp, h, conv);
-            if (p >= 0) s += src[p + q * h] + add;
-          }
-        }
-        dst[a + b * h2] = s / Scalar(4);
-      }
+    const RowPairs rp = row_pairs(h, conv);
+    MapV col(scratch, h);
+    for (Index b = 0; b < w2; ++b) {
+      const Index q0 = pool_source(b, 0, width, conv), q1 = pool_source(b, 1, width, conv);
+      if (q0 >= 0)
+        col = (CMapV(src + q0 * h, h).array() + CMapV(src + q1 * h, h).array() + 2 * add).matrix();
+      else
+        col = (CMapV(src + q1 * h, h).array() + add).matrix();
+      MapV out(dst + b * h2, h2);
+      out.segment(rp.first_pair_out, rp.pairs) =
+          Scalar(0.25) * (CStridedV(scratch + rp.first_pair_in, rp.pairs) +
+                          CStridedV(scratch + rp.first_pair_in + 1, rp.pairs));
+      if (rp.single_weight != Scalar(0)) out(rp.single_out) = Scalar(0.25) * rp.single_weight * col(rp.single_in);
+    }
   }
 
-  // r = adjoint of pool applied to r2 (r is h×width, r2 the pooled size).
-  static void pool_adjoint(const Scalar* r2, Index h, Index width, Scalar* r, OddSizePooling conv) {
+  // r += adjoint of pool applied to r2 (r is h×width, r2 the pooled size).
+  static void pool_adjoint(const Scalar* r2, Index h, Index width, Scalar* r, OddSizePooling conv,
+                           Scalar* scratch) {
     const Index h2 = (h + 1) / 2, w2 = (width + 1) / 2;
-    MapV(r, h * width).setZero();
-    for (Index b = 0; b < w2; ++b)
-      for (Index a = 0; a < h2; ++a) {
-        const Scalar g = r2[a + b * h2] / Scalar(4);
-        for (int tq = 0; tq < 2; ++tq) {
-          const Index q = pool_source(b, tq, width, conv);
-          if (q < 0) continue;
-          for (int tp = 0; tp < 2; ++tp) {
-            const Index p = pool_source(a, tp, h, conv);
-            if (p >= 0) r[p + q * h] += g;
-          }
-        }
+    const RowPairs rp = row_pairs(h, conv);
+    MapV spread(scratch, h);
+    for (Index b = 0; b < w2; ++b) {
+      const CMapV g(r2 + b * h2, h2);
+      StridedV(scratch + rp.first_pair_in, rp.pairs) = Scalar(0.25) * g.segment(rp.first_pair_out, rp.pairs);
+      StridedV(scratch + rp.first_pair_in + 1, rp.pairs) = Scalar(0.25) * g.segment(rp.first_pair_out, rp.pairs);
+      if (rp.single_weight != Scalar(0)) spread(rp.single_in) = Scalar(0.25) * rp.single_weight * g(rp.single_out);
+      for (int t = 0; t < 2; ++t) {
+        const Index q = pool_source(b, t, width, conv);
+        if (q >= 0) MapV(r + q * h, h) += spread;
       }
+    }
   }
 };
 

@@ -1,0 +1,50 @@
+// SSIM / MS-SSIM: value and value+gradient on float image batches.
+// Args are {N, channels, height, width}; items/s = pixels/s (N·C·H·W per
+// iteration). Targets (issue 7): value+gradient within 2.5x of value alone,
+// MS-SSIM within 1.6x of SSIM. {1, 3, 512, 768} is the size of the CPU
+// anchors in the reference sheet (pytorch-msssim README: 768×512 RGB).
+#include <losskit/ssim.hpp>
+
+#include "reference_kernels.hpp"
+
+namespace {
+
+struct Images {
+  Eigen::MatrixXf pred, target;
+  Images(Eigen::Index rows, Eigen::Index cols) {
+    pred = (lkbench::random_matrix<float>(rows, cols, 0.2, 5).array() + 0.5f).matrix();
+    target = pred + lkbench::random_matrix<float>(rows, cols, 0.05, 6);
+  }
+};
+
+template <class Loss, bool WithGrad>
+void run(benchmark::State& state) {
+  const Eigen::Index n = state.range(0), c = state.range(1), h = state.range(2), w = state.range(3);
+  const Images im(c * h * w, n);
+  Loss loss(h, w, c);
+  Eigen::MatrixXf grad(c * h * w, n);
+  for (auto _ : state) {
+    if constexpr (WithGrad) {
+      benchmark::DoNotOptimize(loss.value_and_gradient(im.pred, im.target, grad));
+      benchmark::ClobberMemory();
+    } else {
+      benchmark::DoNotOptimize(loss(im.pred, im.target));
+    }
+  }
+  const double pixels = double(n * c * h * w);
+  lkbench::set_throughput(state, (WithGrad ? 3.0 : 2.0) * sizeof(float) * pixels, pixels);
+}
+
+void BM_SSIM_Value(benchmark::State& s) { run<losskit::SSIMLoss<float>, false>(s); }
+void BM_SSIM_ValueGrad(benchmark::State& s) { run<losskit::SSIMLoss<float>, true>(s); }
+void BM_MSSSIM_Value(benchmark::State& s) { run<losskit::MSSSIMLoss<float>, false>(s); }
+void BM_MSSSIM_ValueGrad(benchmark::State& s) { run<losskit::MSSSIMLoss<float>, true>(s); }
+
+#define LK_SSIM_SIZES ArgNames({"N", "C", "H", "W"})->Args({8, 3, 256, 256})->Args({1, 1, 1024, 1024})->Args({1, 3, 512, 768})->UseRealTime()->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_SSIM_Value)->LK_SSIM_SIZES;
+BENCHMARK(BM_SSIM_ValueGrad)->LK_SSIM_SIZES;
+BENCHMARK(BM_MSSSIM_Value)->LK_SSIM_SIZES;
+BENCHMARK(BM_MSSSIM_ValueGrad)->LK_SSIM_SIZES;
+#undef LK_SSIM_SIZES
+
+}  // namespace
