@@ -146,6 +146,25 @@ TEST_CASE("CSDivergence matches a brute-force long-double evaluation", "[cs_ib]"
   }
 }
 
+TEST_CASE("median_heuristic_width equals the sorted median of the nonzero pairwise distances", "[cs_ib]") {
+  for (Eigen::Index n : {2, 3, 9, 10, 301}) {
+    const Eigen::MatrixXd a = lktest::normal(3, n);
+    const Eigen::MatrixXd ties = (4 * lktest::uniform(1, n)).array().floor();  // integer values: many ties
+    Eigen::MatrixXd dup = a;
+    dup.rightCols(n / 2) = dup.leftCols(1).replicate(1, n / 2);  // duplicated samples: zero distances
+    const Eigen::MatrixXd* mats[] = {&a, &ties, &dup};
+    for (const Eigen::MatrixXd* m : mats) {
+      INFO("N " << n);
+      CHECK(losskit::median_heuristic_width(*m) == Approx(ref_median_width(*m)).epsilon(1e-14));
+      CHECK(losskit::median_heuristic_width(Eigen::MatrixXf(m->cast<float>())) ==
+            Approx(ref_median_width(*m)).epsilon(1e-6));
+    }
+  }
+  CHECK(losskit::median_heuristic_width(Eigen::MatrixXd::Ones(2, 5)) == 1.0);  // all samples equal
+  const Eigen::MatrixXd wide = lktest::normal(40, 7);  // GEMM distance path
+  CHECK(losskit::median_heuristic_width(wide) == Approx(ref_median_width(wide)).epsilon(1e-12));
+}
+
 TEST_CASE("CSDivergence with uniform weights is the joint CS divergence of two KDEs", "[cs_ib]") {
   // With w ≡ 1 and σ_x = σ_y = σ the estimator is −log of the squared cosine
   // between the Gaussian KDEs of z = (x, y) and ẑ = (x, ŷ): the joint kernel on

@@ -55,7 +55,10 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "core/checks.hpp"
 #include "core/numerics.hpp"
@@ -127,26 +130,71 @@ void cs_squared_distances(const A& a, const B& b, bool same, cs_mat<Scalar>& out
   }
 }
 
+template <class Scalar>
+struct CSMedianScratch {
+  cs_vec<Scalar> values;
+  Eigen::Matrix<long long, Eigen::Dynamic, 1> histogram;
+};
+
 /// Median heuristic over a symmetric squared-distance matrix: the median of
 /// the nonzero pairwise distances (mean of the two middle ones for an even
 /// count), 1 when every distance is 0. NaN distances are ignored.
+///
+/// Selection over the N(N−1)/2 pairs is O(N²) like everything else, but a
+/// plain nth_element over all of them costs more than the kernels. So: one
+/// histogram pass over the top 16 bits of the (positive, hence monotone as
+/// integers) IEEE bit patterns, then only the bucket(s) holding the middle
+/// ranks are gathered and nth_element'd.
 template <class Scalar>
-Scalar cs_median_width(const cs_mat<Scalar>& d2, cs_vec<Scalar>& buffer) {
-  const Eigen::Index n = d2.cols(), pairs = n * (n - 1) / 2;
-  if (buffer.size() < pairs) buffer.resize(pairs);
-  Scalar* p = buffer.data();
-  Eigen::Index count = 0;
+Scalar cs_median_width(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
+  using Bits = typename std::conditional<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>::type;
+  constexpr int kShift = int(sizeof(Scalar)) * 8 - 16;
+  auto bucket = [](Scalar v) {
+    Bits b;
+    std::memcpy(&b, &v, sizeof b);
+    return Eigen::Index(b >> kShift);
+  };
+  const Eigen::Index n = d2.cols();
+  s.histogram.setZero(Eigen::Index(1) << 16);
+  long long count = 0;
   for (Eigen::Index j = 1; j < n; ++j)
     for (Eigen::Index i = 0; i < j; ++i) {
       const Scalar v = d2(i, j);
-      if (v > Scalar(0)) p[count++] = v;
+      if (v > Scalar(0)) {
+        ++s.histogram(bucket(v));
+        ++count;
+      }
     }
   if (count == 0) return Scalar(1);
-  const Eigen::Index mid = count / 2;
-  std::nth_element(p, p + mid, p + count);
-  const Scalar upper = std::sqrt(p[mid]);
-  if (count % 2 == 1) return upper;
-  return (std::sqrt(*std::max_element(p, p + mid)) + upper) / Scalar(2);
+  const long long upper_rank = count / 2, lower_rank = count % 2 ? upper_rank : upper_rank - 1;
+  Eigen::Index first = -1, last = -1;
+  long long before_first = 0, cumulative = 0;
+  for (Eigen::Index b = 0; b < s.histogram.size() && last < 0; ++b) {
+    if (first < 0 && cumulative + s.histogram(b) > lower_rank) {
+      first = b;
+      before_first = cumulative;
+    }
+    if (cumulative + s.histogram(b) > upper_rank) last = b;
+    cumulative += s.histogram(b);
+  }
+  const long long pairs = static_cast<long long>(n) * (n - 1) / 2;
+  if (s.values.size() < pairs) s.values.resize(Eigen::Index(pairs));
+  Scalar* p = s.values.data();
+  Eigen::Index m = 0;
+  for (Eigen::Index j = 1; j < n; ++j)
+    for (Eigen::Index i = 0; i < j; ++i) {
+      const Scalar v = d2(i, j);
+      if (v > Scalar(0)) {
+        const Eigen::Index b = bucket(v);
+        if (b >= first && b <= last) p[m++] = v;
+      }
+    }
+  // The gathered values are exactly the ranks before_first, before_first + 1, ...
+  const Eigen::Index at = Eigen::Index(upper_rank - before_first);
+  std::nth_element(p, p + at, p + m);
+  const Scalar upper = std::sqrt(p[at]);
+  if (lower_rank == upper_rank) return upper;
+  return (std::sqrt(*std::max_element(p, p + at)) + upper) / Scalar(2);
 }
 
 /// exp-coefficient of a Gaussian kernel: κ = exp(coef · ‖a − b‖²).
@@ -182,7 +230,7 @@ class CSEngine {
   void set_x(const X& x, Scalar sigma_option, CSWeighting weighting, bool need_kernel_squares) {
     cs_squared_distances<Scalar>(x, x, true, dx_, scratch_x_);
     const Eigen::Index n = x.cols();
-    sigma_x_ = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dx_, median_buffer_);
+    sigma_x_ = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dx_, median_);
     cx_ = cs_coef(sigma_x_);
     k_.resize(n);
     ksq_.resize(n);
@@ -212,7 +260,7 @@ class CSEngine {
     cs_squared_distances<Scalar>(y, y, true, dy_, scratch_y_);
     cs_squared_distances<Scalar>(yhat, yhat, true, dyhat_, scratch_yhat_);
     cs_squared_distances<Scalar>(y, yhat, false, dcross_, scratch_cross_);  // (i, k): ‖y_i − ŷ_k‖²
-    const Scalar sigma_y = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dy_, median_buffer_);
+    const Scalar sigma_y = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dy_, median_);
     const Scalar cy = cs_coef(sigma_y), cx = cx_;
 
     // Column k holds row k of every (symmetric or ŷ_k-indexed) Gram: per
@@ -267,7 +315,7 @@ class CSEngine {
   Acc mutual_information(const T& t, Scalar sigma_option, bool normalized, Scalar scale, G* g) {
     const Eigen::Index n = t.cols();
     cs_squared_distances<Scalar>(t, t, true, dt_, scratch_t_);
-    const Scalar sigma_t = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dt_, median_buffer_);
+    const Scalar sigma_t = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dt_, median_);
     const Scalar ct = cs_coef(sigma_t), cx = cx_;
     col_a_.resize(n);
     col_b_.resize(n);
@@ -330,7 +378,8 @@ class CSEngine {
 
  private:
   Mat dx_, dy_, dyhat_, dcross_, dt_;
-  Vec k_, ksq_, lw_, w_, diag_, qsum_, median_buffer_;
+  Vec k_, ksq_, lw_, w_, diag_, qsum_;
+  CSMedianScratch<Scalar> median_;
   AccVec col_a_, col_b_, col_c_, col_c2_;
   CSDistanceScratch<Scalar> scratch_x_, scratch_y_, scratch_yhat_, scratch_cross_, scratch_t_;
   Scalar sigma_x_ = 1, cx_ = -0.5;
@@ -355,9 +404,9 @@ typename D::Scalar median_heuristic_width(const Eigen::DenseBase<D>& samples) {
   const detail::eval_t<D> s(samples.derived());
   detail::cs_mat<Scalar> d2;
   detail::CSDistanceScratch<Scalar> scratch;
-  detail::cs_vec<Scalar> buffer;
+  detail::CSMedianScratch<Scalar> median;
   detail::cs_squared_distances<Scalar>(s, s, true, d2, scratch);
-  return detail::cs_median_width<Scalar>(d2, buffer);
+  return detail::cs_median_width<Scalar>(d2, median);
 }
 
 /// Conditional CS divergence D̂_CS(p(y|x); q(ŷ|x)) (Yu et al., ICLR 2024).
