@@ -40,11 +40,13 @@ void BM_SSIM_ValueGrad(benchmark::State& s) { run<losskit::SSIMLoss<float>, true
 void BM_MSSSIM_Value(benchmark::State& s) { run<losskit::MSSSIMLoss<float>, false>(s); }
 void BM_MSSSIM_ValueGrad(benchmark::State& s) { run<losskit::MSSSIMLoss<float>, true>(s); }
 
-#define LK_SSIM_SIZES ArgNames({"N", "C", "H", "W"})->Args({8, 3, 256, 256})->Args({1, 1, 1024, 1024})->Args({1, 3, 512, 768})->UseRealTime()->Unit(benchmark::kMillisecond)
-BENCHMARK(BM_SSIM_Value)->LK_SSIM_SIZES;
-BENCHMARK(BM_SSIM_ValueGrad)->LK_SSIM_SIZES;
-BENCHMARK(BM_MSSSIM_Value)->LK_SSIM_SIZES;
-BENCHMARK(BM_MSSSIM_ValueGrad)->LK_SSIM_SIZES;
-#undef LK_SSIM_SIZES
+void image_sizes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "C", "H", "W"})->Args({8, 3, 256, 256})->Args({1, 1, 1024, 1024})->Args({1, 3, 512, 768});
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_SSIM_Value)->Apply(image_sizes);
+BENCHMARK(BM_SSIM_ValueGrad)->Apply(image_sizes);
+BENCHMARK(BM_MSSSIM_Value)->Apply(image_sizes);
+BENCHMARK(BM_MSSSIM_ValueGrad)->Apply(image_sizes);
 
 }  // namespace

@@ -125,7 +125,8 @@ TEST_CASE("SSIM of two constant images has the closed form", "[ssim]") {
   const double expected = 0.600063989762;
   const double c1 = 1e-4, closed = (2 * 0.25 * 0.75 + c1) / (0.25 * 0.25 + 0.75 * 0.75 + c1);
   CHECK(closed == Approx(expected).epsilon(1e-11));
-  const Eigen::MatrixXd a = Eigen::MatrixXd::Constant(3 * 16 * 19, 2, 0.25), b = Eigen::MatrixXd::Constant(3 * 16 * 19, 2, 0.75);
+  const Eigen::MatrixXd a = Eigen::MatrixXd::Constant(3 * 16 * 19, 2, 0.25);
+  const Eigen::MatrixXd b = Eigen::MatrixXd::Constant(3 * 16 * 19, 2, 0.75);
   SSIMLoss<double> loss(16, 19, 3);
   CHECK(loss.index(a, b)(1) == Approx(expected).epsilon(1e-11));
   CHECK(losskit::ssim(Eigen::MatrixXd::Constant(12, 30, 0.25), Eigen::MatrixXd::Constant(12, 30, 0.75)) ==

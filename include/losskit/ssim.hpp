@@ -167,7 +167,8 @@ class SSIMEngine {
   // shared column scratch: rings of the last `window` filtered moment columns
   // and derivative-map columns, and single columns.
   std::array<Index, kMaxSSIMScales> h_{}, w_{}, x_off_{}, y_off_{}, r_off_{};
-  Index ring_off_ = 0, dring_off_ = 0, prod_off_ = 0, mom_off_ = 0, map_off_ = 0, hcol_off_ = 0, vcol_off_ = 0, slot_size_ = 0;
+  Index ring_off_ = 0, dring_off_ = 0, prod_off_ = 0, mom_off_ = 0, map_off_ = 0, hcol_off_ = 0, vcol_off_ = 0;
+  Index slot_size_ = 0;
   Index window_ = 0;
   double sigma_ = 0;
   Vector taps_, workspace_, plane_index_;
