@@ -47,12 +47,13 @@ inline torch::Tensor labels(const Eigen::VectorXi& y) {
 
 inline double item(const torch::Tensor& t) { return t.item<double>(); }
 
-/// Entrywise relative error of a gradient, where entries below 1e-4 of the
-/// largest |reference| entry count relative to that floor (they are
-/// cancellation round-off on both sides, e.g. p_y − 1 with p_y ≈ 1).
+/// Entrywise relative error of a gradient, where entries below 1e-3 of the
+/// largest |reference| entry count relative to that floor: such entries are
+/// sums of much larger terms that cancel (p_y − 1 with p_y ≈ 1; MS-SSIM's
+/// chain over five scales), so their round-off is relative to the large terms.
 template <class A, class B>
 double grad_err(const Eigen::MatrixBase<A>& got, const Eigen::MatrixBase<B>& ref) {
-  return lktest::max_rel_err(got, ref, 1e-4 * std::max(ref.cwiseAbs().maxCoeff(), 1e-300));
+  return lktest::max_rel_err(got, ref, 1e-3 * std::max(ref.cwiseAbs().maxCoeff(), 1e-300));
 }
 
 /// The ~1e-10 relative agreement the cross-checks require in double.
