@@ -140,3 +140,130 @@ TEST_CASE("MSSSIMLoss agrees with MS-SSIM built on torch conv2d and avg_pool2d, 
   }
 }
 #endif
+
+#if __has_include(<losskit/cs_ib.hpp>)
+#include <losskit/cs_ib.hpp>
+
+namespace {
+
+// Gaussian Gram matrix κ_σ(a_i, b_j) = exp(−‖a_i − b_j‖²/(2σ²)), rows = samples.
+torch::Tensor gram(const torch::Tensor& a, const torch::Tensor& b, double sigma) {
+  const torch::Tensor d2 = (a.unsqueeze(1) - b.unsqueeze(0)).square().sum(2);
+  return (-d2 / (2 * sigma * sigma)).exp();
+}
+
+// The median heuristic, independently: median (mean of the two middle values
+// for an even count) of the nonzero distances over pairs i < j.
+double median_width(const torch::Tensor& a) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = a.size(0);
+  const torch::Tensor d = (a.unsqueeze(1) - a.unsqueeze(0)).square().sum(2).sqrt();
+  const torch::Tensor iu = torch::triu_indices(n, n, 1);
+  torch::Tensor v = d.index({iu[0], iu[1]});
+  v = std::get<0>(v.index({v > 0}).sort());
+  const int64_t m = v.size(0);
+  return m % 2 ? v[m / 2].item<double>() : 0.5 * (v[m / 2 - 1] + v[m / 2]).item<double>();
+}
+
+// Conditional CS divergence (Yu et al., ICLR 2024): w_j = 1/(Σ_i K_ji)²,
+// A = Σ_j w_j Σ_i K_ji L¹_ji, B likewise with L², C with κ(ŷ_j, y_i).
+torch::Tensor cs_divergence(const torch::Tensor& yhat, const torch::Tensor& y, const torch::Tensor& k,
+                            double sigma_y, bool symmetric) {
+  const torch::Tensor w = k.sum(1).pow(-2).unsqueeze(1);
+  const torch::Tensor a = (w * k * gram(y, y, sigma_y)).sum();
+  const torch::Tensor b = (w * k * gram(yhat, yhat, sigma_y)).sum();
+  const torch::Tensor cross = gram(yhat, y, sigma_y);  // [j, i] = κ(ŷ_j, y_i)
+  const torch::Tensor c = (w * k * cross).sum();
+  if (!symmetric) return a.log() + b.log() - 2 * c.log();
+  const torch::Tensor c_prime = (w * k * cross.t()).sum();
+  return a.log() + b.log() - c.log() - c_prime.log();
+}
+
+// CS quadratic mutual information: log ΣK∘Q + log 1ᵀQ1 + log 1ᵀK1 − 2·log (K1)ᵀ(Q1).
+torch::Tensor cs_mi(const torch::Tensor& k, const torch::Tensor& q) {
+  return (k * q).sum().log() + q.sum().log() + k.sum().log() - 2 * (k.sum(1) * q.sum(1)).sum().log();
+}
+
+}  // namespace
+
+TEST_CASE("CSDivergence agrees with the plain Gram-matrix estimator in torch, gradient by autograd", "[torch][cs_ib]") {
+  const Eigen::Index n = 40;
+  const Eigen::MatrixXd x = lktest::normal(3, n), y = lktest::normal(2, n);
+  const Eigen::MatrixXd yhat = y + lktest::normal(2, n, 0.4);
+  for (const bool symmetric : {false, true})
+    for (const bool median : {false, true}) {
+      losskit::CSDivergence<double> div;
+      div.symmetric_cross_term = symmetric;
+      if (!median) {
+        div.sigma_x = 1.3;
+        div.sigma_y = 0.7;
+      }
+      Eigen::MatrixXd grad;
+      const double v = div.value_and_gradient(yhat, y, x, grad);
+
+      torch::Tensor tyhat = lktorch::rows(yhat, true);
+      const torch::Tensor tx = lktorch::rows(x), ty = lktorch::rows(y);
+      const double sx = median ? median_width(tx) : 1.3, sy = median ? median_width(ty) : 0.7;
+      const torch::Tensor ref = cs_divergence(tyhat, ty, gram(tx, tx, sx), sy, symmetric);
+      ref.backward();
+      INFO("CSDivergence symmetric " << symmetric << ", median widths " << median);
+      CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+      CHECK(lktorch::grad_err(grad, lktorch::columns(tyhat.grad())) < kTol);
+    }
+}
+
+TEST_CASE("CSQuadraticMI (plain and normalised) agrees with Gram-matrix formulas in torch, gradient by autograd",
+          "[torch][cs_ib]") {
+  const Eigen::Index n = 36;
+  const Eigen::MatrixXd x = lktest::normal(4, n), t = lktest::normal(3, n) + 0.5 * x.topRows(3);
+  for (const bool normalized : {false, true}) {
+    losskit::CSQuadraticMI<double> mi;
+    mi.sigma_x = 2.0;
+    mi.sigma_t = 1.5;
+    mi.normalized = normalized;
+    Eigen::MatrixXd grad;
+    const double v = mi.value_and_gradient(t, x, grad);
+
+    torch::Tensor tt = lktorch::rows(t, true);
+    const torch::Tensor k = gram(lktorch::rows(x), lktorch::rows(x), 2.0), q = gram(tt, tt, 1.5);
+    // I_n = Î(x;t)/√(Î(x;x)·Î(t;t)), the official training script's normalisation.
+    const torch::Tensor ref = normalized ? cs_mi(k, q) / (cs_mi(k, k) * cs_mi(q, q)).sqrt() : cs_mi(k, q);
+    ref.backward();
+    INFO("CSQuadraticMI normalized " << normalized);
+    CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+    CHECK(lktorch::grad_err(grad, lktorch::columns(tt.grad())) < kTol);
+  }
+}
+
+TEST_CASE("CSIB = D̂_CS + β·Î_CS agrees with torch, both gradients by autograd (σ_t median held constant)",
+          "[torch][cs_ib]") {
+  const Eigen::Index n = 32;
+  const Eigen::MatrixXd x = lktest::normal(5, n), y = lktest::normal(1, n);
+  const Eigen::MatrixXd yhat = y + lktest::normal(1, n, 0.3), t = lktest::normal(4, n);
+  for (const bool median : {false, true}) {
+    losskit::CSIB<double> ib;
+    ib.beta = 0.3;
+    if (!median) {
+      ib.sigma_x = 2.0;
+      ib.sigma_y = 0.5;
+      ib.sigma_t = 1.7;
+    }
+    Eigen::MatrixXd g_yhat, g_t;
+    const double v = ib.value_and_gradient(yhat, y, t, x, g_yhat, g_t);
+
+    torch::Tensor tyhat = lktorch::rows(yhat, true), tt = lktorch::rows(t, true);
+    const torch::Tensor tx = lktorch::rows(x), ty = lktorch::rows(y);
+    // The median width of t is computed without gradient: losskit documents
+    // σ_t as a constant of the gradient (stop-gradient), as torch code does with .detach().
+    const double sx = median ? median_width(tx) : 2.0, sy = median ? median_width(ty) : 0.5,
+                 st = median ? median_width(tt) : 1.7;
+    const torch::Tensor k = gram(tx, tx, sx);
+    const torch::Tensor ref = cs_divergence(tyhat, ty, k, sy, false) + 0.3 * cs_mi(k, gram(tt, tt, st));
+    ref.backward();
+    INFO("CSIB median widths " << median);
+    CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+    CHECK(lktorch::grad_err(g_yhat, lktorch::columns(tyhat.grad())) < kTol);
+    CHECK(lktorch::grad_err(g_t, lktorch::columns(tt.grad())) < kTol);
+  }
+}
+#endif
