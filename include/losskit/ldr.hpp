@@ -90,7 +90,7 @@ template <class Scalar, class Col>
 class Column {
  public:
   using Acc = acc_t<Scalar>;
-  static constexpr Eigen::Index kBlock = 256;
+  static constexpr Eigen::Index kBlock = 256, kFastBlock = 2048;
   static constexpr Scalar kInf = std::numeric_limits<Scalar>::infinity();
   static constexpr Scalar kBig = Scalar(1e15);
   using Buffer = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, kBlock, 1>;
@@ -151,6 +151,50 @@ class Column {
   Moments<Acc> moments(Scalar lambda, E&& e_out) const {
     Moments<Acc> m;
     const Scalar inv = Scalar(1) / lambda;
+    if constexpr (!Full) {
+      if (!normalize_) {
+        // LDR-KL on raw logits: exp straight from the logits into the
+        // gradient, no score buffer (the hot path; as cheap as softmax).
+        using std::exp;
+        const Scalar e_y = exp(-zmax_ * inv);
+        if constexpr (Store) {
+          for (Eigen::Index start = 0; start < c_; start += kFastBlock) {
+            const Eigen::Index len = std::min(kFastBlock, c_ - start);
+            e_out.segment(start, len).array() = ((s_.segment(start, len).array() - shift_) * inv).exp();
+            if (y_ >= start && y_ < start + len) e_out.coeffRef(y_) = e_y;
+            m.s0 += static_cast<Acc>(e_out.segment(start, len).sum());
+          }
+        } else {
+          m.s0 = Acc(e_y) + accurate_sum(((s_.head(y_).array() - shift_) * inv).exp()) +
+                 accurate_sum(((s_.tail(c_ - y_ - 1).array() - shift_) * inv).exp());
+        }
+        return m;
+      }
+    } else {
+      if (!normalize_) {
+        // ALDR-KL on raw logits: the same, with S1 and S2 formed while the
+        // block is in L1. The target's entry is corrected afterwards.
+        using std::exp;
+        const Scalar e_y = exp(-zmax_ * inv);
+        const Scalar w_y_wrong = std::max(s_.coeff(y_) - shift_, Scalar(-kBig));
+        if constexpr (Store) {
+          for (Eigen::Index start = 0; start < c_; start += kFastBlock) {
+            const Eigen::Index len = std::min(kFastBlock, c_ - start);
+            raw_block_moments(start, len, inv, e_y, e_out.segment(start, len).array(), m);
+          }
+        } else {
+          Buffer e;
+          for (Eigen::Index start = 0; start < c_; start += kBlock) {
+            const Eigen::Index len = std::min(kBlock, c_ - start);
+            e.resize(len);
+            raw_block_moments(start, len, inv, e_y, e, m);
+          }
+        }
+        m.s1 += Acc(e_y) * (Acc(-zmax_) - Acc(w_y_wrong));
+        m.s2 += Acc(e_y) * (Acc(zmax_) * Acc(zmax_) - Acc(w_y_wrong) * Acc(w_y_wrong));
+        return m;
+      }
+    }
     Buffer w, e;
     for (Eigen::Index start = 0; start < c_; start += kBlock) {
       const Eigen::Index len = std::min(kBlock, c_ - start);
@@ -198,6 +242,20 @@ class Column {
   }
 
  private:
+  // e = exp((s − shift)/λ) with e_y set to exp(−max z/λ); the moments use
+  // w = s − shift for every entry (the caller corrects the target's term)
+  // with −inf clamped to a finite stand-in so that e·w stays 0, not NaN.
+  template <class EB>
+  void raw_block_moments(Eigen::Index start, Eigen::Index len, Scalar inv, Scalar e_y, EB&& e,
+                         Moments<Acc>& m) const {
+    const auto w = (s_.segment(start, len).array() - shift_).max(Scalar(-kBig));
+    e = ((s_.segment(start, len).array() - shift_) * inv).exp();
+    if (y_ >= start && y_ < start + len) e(y_ - start) = e_y;
+    m.s0 += static_cast<Acc>(e.sum());
+    m.s1 += static_cast<Acc>((e * w).sum());
+    m.s2 += static_cast<Acc>((e * w.square()).sum());
+  }
+
   Scalar score(Scalar s) const { return normalize_ ? softplus(s) * inv_mean_ : s; }
 
   void softplus_block(Eigen::Index start, Eigen::Index len, Buffer& out) const {
