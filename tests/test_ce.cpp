@@ -37,7 +37,8 @@ RefCE ref_ce_labels(const Eigen::MatrixXd& x, const Eigen::VectorXi& y, const Ei
     const long double lse = std::log(z);
     auto wk = [&](Eigen::Index k) { return w.size() ? (long double)w(k) : 1.0L; };
     long double l = (1 - (long double)eps) * wk(y(i)) * -((long double)x(y(i), i) - lse);
-    for (Eigen::Index k = 0; k < C; ++k) l += (long double)eps / C * wk(k) * -((long double)x(k, i) - lse);
+    for (Eigen::Index k = 0; k < C; ++k)  // 0·log 0 = 0: classes without target mass add nothing
+      if (eps > 0 && wk(k) > 0) l += (long double)eps / C * wk(k) * -((long double)x(k, i) - lse);
     r.total += l;
     r.penalty += (long double)zc * wk(y(i)) * lse * lse;
     r.normaliser += wk(y(i));
@@ -54,7 +55,8 @@ RefCE ref_ce_probs(const Eigen::MatrixXd& x, const Eigen::MatrixXd& q, const Eig
     const long double lse = std::log(z);
     for (Eigen::Index k = 0; k < C; ++k) {
       const long double qk = (1 - (long double)eps) * q(k, i) + (long double)eps / C;
-      r.total += (w.size() ? (long double)w(k) : 1.0L) * qk * -((long double)x(k, i) - lse);
+      const long double wq = (w.size() ? (long double)w(k) : 1.0L) * qk;
+      if (wq != 0) r.total += wq * -((long double)x(k, i) - lse);
     }
     r.penalty += (long double)zc * lse * lse;
     r.normaliser += 1;
@@ -309,6 +311,52 @@ TEST_CASE("CrossEntropy in float agrees with double", "[ce][float]") {
     INFO("CE float vs double, C = " << C << ": " << vf << " vs " << vd);
     CHECK(lktest::rel_err(vf, vd) < 1e-5);
     CHECK((gf.cast<double>() - gd).cwiseAbs().maxCoeff() <= 1e-5 * gd.cwiseAbs().maxCoeff());
+  }
+}
+
+TEST_CASE("CrossEntropy over many chunks: running max rising, -inf blocks, C above 64 chunks", "[ce]") {
+  // The column is processed in chunks with a running max; these columns make
+  // the max rise in every chunk (ramp), sit in the first chunk, or follow a
+  // first chunk of -inf logits. Reference: the long-double transcription.
+  for (Eigen::Index C : {Eigen::Index(3000), Eigen::Index(70000)}) {
+    Eigen::MatrixXd x = lktest::normal(C, 4);
+    for (Eigen::Index k = 0; k < C; ++k) x(k, 0) = 30.0 * double(k) / double(C);  // rising ramp
+    x(0, 1) = 25.0;                                                                // max in the first chunk
+    x.col(2).head(1500).setConstant(-kInf);                                         // a -inf block first
+    const Eigen::VectorXi y = (Eigen::VectorXi(4) << int(C) - 1, 0, 1600, 5).finished();
+    const Eigen::VectorXd w = lktest::uniform(C, 1, 0.5, 1.5);
+    Eigen::MatrixXd q = random_distributions(C, 4);
+    q.col(2).head(1500).setZero();  // no mass on the -inf logits: finite loss
+    q.col(2) /= q.col(2).sum();
+    CrossEntropy<double> ce;
+    ce.label_smoothing = 0.1;
+    ce.class_weights = w;
+    ce.z_loss = 1e-3;
+    ce.reduction = Reduction::Sum;
+    INFO("C = " << C);
+    // Labels with smoothing on a -inf logit give +inf (mass ε/C there): check
+    // the finite columns against the reference, the -inf column separately.
+    Eigen::MatrixXd g;
+    const Eigen::VectorXd per = ce.per_sample(x, y);
+    const Eigen::MatrixXd finite_x = x(Eigen::all, std::vector<Eigen::Index>{0, 1, 3});
+    const Eigen::VectorXi finite_y = y(std::vector<Eigen::Index>{0, 1, 3});
+    CHECK(lktest::rel_err(per(0) + per(1) + per(3), ref_ce_labels(finite_x, finite_y, w, 0.1, 1e-3).sum()) < 1e-12);
+    CHECK(per(2) == kInf);
+    ce.label_smoothing = 0;
+    CHECK(lktest::rel_err(ce(x, y), ref_ce_labels(x, y, w, 0.0, 1e-3).sum()) < 1e-12);
+    ce.label_smoothing = 0.1;
+    // Probabilities: ref_ce_probs smooths q itself, so compare without smoothing here.
+    ce.label_smoothing = 0;
+    CHECK(lktest::rel_err(ce.value_and_gradient(x, q, g), ref_ce_probs(x, q, w, 0.0, 1e-3).sum()) < 1e-12);
+    CHECK(g.allFinite());
+    // Gradient along random directions (every coordinate at once).
+    losskit::GradientCheckOptions opt;
+    opt.max_coordinates = 20;
+    opt.directions = 2;
+    Eigen::MatrixXd xf = x;
+    xf.col(2).head(1500).setConstant(-50.0);  // finite stand-in: finite differences need finite points
+    ce.value_and_gradient(xf, y, g);
+    expect_gradient("CE many chunks", [&](const Eigen::MatrixXd& z) { return ce(z, y); }, xf, g, opt);
   }
 }
 

@@ -49,6 +49,7 @@
 /// gradient 1 − t; x = −inf → ℓ = +inf if w_p·t > 0, else 0, gradient −w_p·t.
 /// NaN logits give NaN. Targets outside [0, 1] (or NaN) are an Error.
 #include <Eigen/Core>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -123,8 +124,9 @@ class CrossEntropy {
     const detail::eval_t<T> t(target.derived());
     Vector out(x.cols());
     Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;
+    const Acc total_w = weight_total(x.rows());
     for (Eigen::Index j = 0; j < x.cols(); ++j) {
-      const Parts s = column<false>(x, t, none, j, Scalar(0));
+      const Parts s = column<false>(x, t, none, j, Scalar(0), total_w);
       out(j) = static_cast<Scalar>(s.ce + s.z);
     }
     return out;
@@ -154,6 +156,7 @@ class CrossEntropy {
  private:
   using Acc = detail::acc_t<Scalar>;
   static constexpr Eigen::Index kChunk = 1024;
+  static constexpr Eigen::Index kMaxChunks = 64;
 
   struct Parts {
     Acc ce = 0, z = 0;
@@ -189,6 +192,11 @@ class CrossEntropy {
     }
   }
 
+  /// Σ_k w_k (C without weights): the smoothing term's share of the target mass.
+  Acc weight_total(Eigen::Index classes) const {
+    return class_weights.size() > 0 ? Acc(class_weights.sum()) : Acc(classes);
+  }
+
   template <class Y>
   double label_normaliser(const Y& y) const {
     Acc total(0);
@@ -208,27 +216,71 @@ class CrossEntropy {
     else
       r.normaliser = static_cast<double>(x.cols());
     const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(r.normaliser));
-    const Parts total = detail::column_sum<Parts>(
-        x.cols(), x.rows(), [&](Eigen::Index j) { return column<WithGrad>(x, t, g, j, factor); });
+    const Acc total_w = weight_total(x.rows());
+    const Parts total = detail::column_sum<Parts>(x.cols(), x.rows(), [&](Eigen::Index j) {
+      return column<WithGrad>(x, t, g, j, factor, total_w);
+    });
     r.cross_entropy = static_cast<Scalar>(total.ce * Acc(factor));
     r.z_penalty = static_cast<Scalar>(total.z * Acc(factor));
     r.loss = static_cast<Scalar>((total.ce + total.z) * Acc(factor));
     return r;
   }
 
-  // One column: the max, then exp(x − max) written into the gradient column
-  // (the only exp of the element) and summed in L1-sized chunks together with
-  // the target-weighted shifted logits, then one in-place rescale. The loss
-  // is formed from shifted logits (a·log Σe − Σ t_k(x_k − m)) so it stays
-  // accurate when |x| is large and the loss small.
+  /// Chunk length for a column of C logits: L1-sized, but at most kMaxChunks chunks.
+  static Eigen::Index chunk_length(Eigen::Index C) {
+    const Eigen::Index spread = ((C + kMaxChunks - 1) / kMaxChunks + 15) / 16 * 16;
+    return std::max(kChunk, spread);
+  }
+
+  /// Asks for xc[begin, begin + len) to be brought into cache while the
+  /// current chunk's exps run: the chunked max would otherwise wait on memory
+  /// with nothing to overlap it. Only for inputs with direct access.
+  template <class XC>
+  static void prefetch(const XC& xc, Eigen::Index begin, Eigen::Index len) {
+#if defined(__GNUC__) || defined(__clang__)
+    if constexpr (bool(Eigen::internal::evaluator<XC>::Flags & Eigen::DirectAccessBit) &&
+                  XC::InnerStrideAtCompileTime == 1) {
+      const Eigen::Index end = std::min(begin + len, xc.size());
+      constexpr Eigen::Index kLine = 64 / Eigen::Index(sizeof(Scalar));
+      for (Eigen::Index i = begin; i < end; i += kLine) __builtin_prefetch(xc.data() + i, 0, 3);
+    }
+#else
+    (void)xc;
+    (void)begin;
+    (void)len;
+#endif
+  }
+
+  /// Σ_k u_k·(x_k − m) with 0·(−inf) taken as 0 (no target mass on a −inf
+  /// logit contributes nothing); the scalar path for chunks holding −inf.
+  template <class U, class XS>
+  static Acc guarded_dot(const U& u, const XS& xs, Scalar m) {
+    Acc d(0);
+    for (Eigen::Index k = 0; k < xs.size(); ++k)
+      if (u.coeff(k) != Scalar(0)) d += Acc(u.coeff(k)) * Acc(xs.coeff(k) - m);
+    return d;
+  }
+
+  // One column, one read of the logits: chunk by chunk (L1-sized), the chunk
+  // max updates a running max m (online softmax, Milakov & Gimelshein 2018),
+  // exp(x − m) is written into the gradient (the element's only exp) and
+  // summed, together with the target-weighted shifted logits Σ u_k(x_k − m);
+  // when m grows, the sums are rescaled. A final in-place pass turns the
+  // chunk's exponentials into the gradient, with the chunk's own shift.
+  // Fusing the max into the exp pass lets memory loads overlap the exp work;
+  // the loss is formed from shifted logits (mass·log Σe − Σ t_k(x_k − m)) so
+  // it stays accurate when |x| is large and the loss small.
   template <bool WithGrad, class X, class T, class G>
-  Parts column(const X& x, const T& target, G& g, Eigen::Index j, Scalar factor) const {
+  Parts column(const X& x, const T& target, G& g, Eigen::Index j, Scalar factor, Acc weight_total) const {
+    using std::exp;
+    using std::log;
     constexpr bool kLabels = std::is_integral<typename T::Scalar>::value;
+    constexpr Scalar kNaN = std::numeric_limits<Scalar>::quiet_NaN();
     const Eigen::Index C = x.rows();
     const bool weighted = class_weights.size() > 0;
     const Scalar eps = label_smoothing, eps_c = label_smoothing / Scalar(C);
     Scalar w_y = 1;
-    Eigen::Index y = -1;
+    Eigen::Index y = 0;
     if constexpr (kLabels) {
       const long long l = static_cast<long long>(target.coeff(j));
       if (l == ignore_index) {
@@ -238,18 +290,28 @@ class CrossEntropy {
       y = static_cast<Eigen::Index>(l);
       if (weighted) w_y = class_weights(y);
     }
+    // u: the per-class factor of the shifted-logit sum — w∘q' (probabilities),
+    // w or 1 (labels with smoothing; the ε/C factor is applied at the end).
+    const bool need_dot = !kLabels || eps > Scalar(0);
     const auto xc = x.matrix().col(j);
-    const Scalar m = xc.maxCoeff();
-    if (!(std::abs(m) < std::numeric_limits<Scalar>::infinity())) {
-      if constexpr (WithGrad) g.matrix().col(j).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
-      return {std::numeric_limits<Acc>::quiet_NaN(), std::numeric_limits<Acc>::quiet_NaN()};
-    }
-
-    // mass = Σ_k t_k, shifted_dot = Σ_k t_k·(x_k − m) for the weighted target t.
-    Acc sum_e(0), mass(0), shifted_dot(0);
-    for (Eigen::Index start = 0; start < C; start += kChunk) {
-      const Eigen::Index len = std::min(kChunk, C - start);
+    const Eigen::Index len_max = chunk_length(C);
+    std::array<Scalar, kMaxChunks> shift;
+    // Running max starts at the lowest finite value, not −inf, so that a
+    // chunk of −inf logits gives exp(−inf) = 0 instead of NaN.
+    Scalar m = std::numeric_limits<Scalar>::lowest();
+    Acc sum_e(0), u_seen(0), dot(0);
+    Eigen::Index c = 0;
+    for (Eigen::Index start = 0; start < C; start += len_max, ++c) {
+      const Eigen::Index len = std::min(len_max, C - start);
       const auto xs = xc.segment(start, len).array();
+      prefetch(xc, start + len_max, len_max);
+      const Scalar cm = xs.maxCoeff();
+      if (cm > m) {
+        sum_e *= static_cast<Acc>(exp(m - cm));
+        if (u_seen != Acc(0)) dot -= (Acc(cm) - Acc(m)) * u_seen;
+        m = cm;
+      }
+      shift[static_cast<std::size_t>(c)] = m;
       if constexpr (WithGrad) {
         auto gs = g.matrix().col(j).segment(start, len).array();
         gs = (xs - m).exp();
@@ -257,60 +319,82 @@ class CrossEntropy {
       } else {
         sum_e += static_cast<Acc>((xs - m).exp().sum());
       }
+      if (!need_dot) continue;
+      Acc chunk_dot(0);
       if constexpr (kLabels) {
-        if (eps > Scalar(0)) {
-          if (weighted)
-            shifted_dot += static_cast<Acc>((class_weights.segment(start, len).array() * (xs - m)).sum());
-          else
-            shifted_dot += static_cast<Acc>((xs - m).sum());
+        if (weighted) {
+          const auto ws = class_weights.segment(start, len).array();
+          u_seen += static_cast<Acc>(ws.sum());
+          chunk_dot = static_cast<Acc>((ws * (xs - m)).sum());
+          if (std::isnan(chunk_dot)) chunk_dot = guarded_dot(ws, xs, m);
+        } else {
+          u_seen += Acc(len);
+          chunk_dot = static_cast<Acc>((xs - m).sum());
         }
       } else {
         const auto qs = (Scalar(1) - eps) * target.matrix().col(j).segment(start, len).array() + eps_c;
-        // Entries with zero target mass contribute 0 even where x = −inf (0·log 0 = 0).
         if (weighted) {
-          const auto ts = class_weights.segment(start, len).array() * qs;
-          mass += static_cast<Acc>(ts.sum());
-          shifted_dot += static_cast<Acc>((ts == Scalar(0)).select(Scalar(0), ts * (xs - m)).sum());
+          const auto us = class_weights.segment(start, len).array() * qs;
+          u_seen += static_cast<Acc>(us.sum());
+          chunk_dot = static_cast<Acc>((us * (xs - m)).sum());
+          if (std::isnan(chunk_dot)) chunk_dot = guarded_dot(us, xs, m);
         } else {
-          mass += static_cast<Acc>(qs.sum());
-          shifted_dot += static_cast<Acc>((qs == Scalar(0)).select(Scalar(0), qs * (xs - m)).sum());
+          u_seen += static_cast<Acc>(qs.sum());
+          chunk_dot = static_cast<Acc>((qs * (xs - m)).sum());
+          if (std::isnan(chunk_dot)) chunk_dot = guarded_dot(qs, xs, m);
         }
       }
+      dot += chunk_dot;
     }
-    Acc s(1);
+    // +inf or NaN logits (sum NaN, or m infinite), or every logit −inf (m
+    // never left its start value).
+    if (!(sum_e > Acc(0)) || !(m > std::numeric_limits<Scalar>::lowest()) ||
+        !(m < std::numeric_limits<Scalar>::infinity())) {
+      if constexpr (WithGrad) g.matrix().col(j).setConstant(kNaN);
+      return {std::numeric_limits<Acc>::quiet_NaN(), std::numeric_limits<Acc>::quiet_NaN()};
+    }
+
+    // mass = Σ_k t_k and shifted = Σ_k t_k·(x_k − m) for the weighted target t.
+    Acc mass = u_seen, shifted = dot, s(1);
     if constexpr (kLabels) {
-      const Acc weight_total = eps > Scalar(0) ? (weighted ? Acc(class_weights.sum()) : Acc(C)) : Acc(0);
-      mass = Acc(Scalar(1) - eps) * Acc(w_y) + Acc(eps_c) * weight_total;
-      shifted_dot = Acc(Scalar(1) - eps) * Acc(w_y) * Acc(xc(y) - m) + Acc(eps_c) * shifted_dot;
+      mass = Acc(Scalar(1) - eps) * Acc(w_y) + (eps > Scalar(0) ? Acc(eps_c) * weight_total : Acc(0));
+      shifted = Acc(Scalar(1) - eps) * Acc(w_y) * (Acc(xc(y)) - Acc(m)) + Acc(eps_c) * dot;
       s = Acc(w_y);
+    } else {
+      (void)weight_total;
     }
-    using std::log;
     const Acc log_sum = log(sum_e);
     const Acc lse = Acc(m) + log_sum;
     Parts out;
-    out.ce = mass * log_sum - shifted_dot;
+    out.ce = mass * log_sum - shifted;
     out.z = Acc(z_loss) * s * lse * lse;
 
     if constexpr (WithGrad) {
-      auto gc = g.matrix().col(j).array();
-      const Scalar k = static_cast<Scalar>(Acc(factor) * (mass + Acc(2) * Acc(z_loss) * s * lse) / sum_e);
-      if constexpr (kLabels) {
-        if (eps > Scalar(0)) {
-          if (weighted)
-            gc = gc * k - (factor * eps_c) * class_weights.array();
-          else
-            gc = gc * k - factor * eps_c;
+      const Acc k = Acc(factor) * (mass + Acc(2) * Acc(z_loss) * s * lse) / sum_e;
+      c = 0;
+      for (Eigen::Index start = 0; start < C; start += len_max, ++c) {
+        const Eigen::Index len = std::min(len_max, C - start);
+        auto gs = g.matrix().col(j).segment(start, len).array();
+        const Scalar shift_c = shift[static_cast<std::size_t>(c)];
+        const Scalar kc = static_cast<Scalar>(shift_c == m ? k : k * static_cast<Acc>(exp(shift_c - m)));
+        if constexpr (kLabels) {
+          if (eps > Scalar(0)) {
+            if (weighted)
+              gs = gs * kc - (factor * eps_c) * class_weights.segment(start, len).array();
+            else
+              gs = gs * kc - factor * eps_c;
+          } else {
+            gs *= kc;
+          }
         } else {
-          gc *= k;
+          const auto qs = (Scalar(1) - eps) * target.matrix().col(j).segment(start, len).array() + eps_c;
+          if (weighted)
+            gs = gs * kc - factor * (class_weights.segment(start, len).array() * qs);
+          else
+            gs = gs * kc - factor * qs;
         }
-        gc(y) -= factor * (Scalar(1) - eps) * w_y;
-      } else {
-        const auto qc = (Scalar(1) - eps) * target.matrix().col(j).array() + eps_c;
-        if (weighted)
-          gc = gc * k - factor * (class_weights.array() * qc);
-        else
-          gc = gc * k - factor * qc;
       }
+      if constexpr (kLabels) g.matrix().col(j)(y) -= factor * (Scalar(1) - eps) * w_y;
     }
     return out;
   }
@@ -367,7 +451,6 @@ class BinaryCrossEntropyWithLogits {
   using Acc = detail::acc_t<Scalar>;
   static constexpr Eigen::Index kChunk = 1024;
   static constexpr const char* kName = "BinaryCrossEntropyWithLogits";
-  static constexpr Scalar kExpCutoff = std::is_same<Scalar, float>::value ? Scalar(87) : Scalar(708);
 
   template <class X, class T>
   void check(const Eigen::DenseBase<X>& logits, const Eigen::DenseBase<T>& targets) const {
@@ -402,43 +485,81 @@ class BinaryCrossEntropyWithLogits {
   template <bool WithGrad, class X, class T, class G>
   Acc column(const X& x, const T& t, G& g, Eigen::Index j, Scalar factor) const {
     const Eigen::Index D = x.rows();
-    Eigen::Array<Scalar, kChunk, 1> buffer;
     Acc sum(0);
     for (Eigen::Index start = 0; start < D; start += kChunk) {
       const Eigen::Index len = std::min(kChunk, D - start);
       const auto xs = x.matrix().col(j).segment(start, len).array();
       const auto ts = t.matrix().col(j).segment(start, len).array();
-      auto e = buffer.head(len);
-      // Eigen 3.4's vectorised exp returns exp(-709.78) (double) / exp(-88.72)
-      // (float) below its range instead of 0; the select keeps the ±inf limits exact.
-      e = (xs.abs() < kExpCutoff).select((-xs.abs()).exp(), Scalar(0));
-      if (pos_weight.size() > 0)
-        sum += chunk<WithGrad>(xs, ts, pos_weight.segment(start, len).array(), e, g, j, start, factor);
-      else
-        sum += chunk<WithGrad>(xs, ts, Eigen::Array<Scalar, Eigen::Dynamic, 1>::Ones(len), e, g, j, start, factor);
+      Acc part;
+      if (pos_weight.size() > 0) {
+        const auto ws = pos_weight.segment(start, len).array();
+        part = chunk<WithGrad>(xs, ts, ws, g, j, start, factor);
+        if (std::isnan(part)) part = exact_chunk<WithGrad>(xs, ts, ws, g, j, start, factor);
+      } else {
+        const auto ones = Eigen::Array<Scalar, Eigen::Dynamic, 1>::Ones(len);
+        part = chunk<WithGrad>(xs, ts, ones, g, j, start, factor);
+        if (std::isnan(part)) part = exact_chunk<WithGrad>(xs, ts, ones, g, j, start, factor);
+      }
+      sum += part;
     }
     return sum;
   }
 
-  template <bool WithGrad, class XS, class TS, class WS, class ES, class G>
-  static Acc chunk(const XS& xs, const TS& ts, const WS& wp, const ES& e, G& g, Eigen::Index j, Eigen::Index start,
+  // Branch-free form for the vectorised path (Eigen 3.4 does not vectorise
+  // select()): neg = 1 for x < 0 and 0 for x >= 0, computed by clamping; in
+  // the sliver |x| < 1/kBig where it is fractional, e^{-|x|} = 1 in the
+  // working precision and every term is unaffected.
+  template <bool WithGrad, class XS, class TS, class WS, class G>
+  static Acc chunk(const XS& xs, const TS& ts, const WS& wp, G& g, Eigen::Index j, Eigen::Index start,
                    Scalar factor) {
+    constexpr Scalar kBig = std::is_same<Scalar, float>::value ? Scalar(1e30) : Scalar(1e300);
+    Eigen::Array<Scalar, kChunk, 1> e_buf, neg_buf;
+    auto e = e_buf.head(xs.size());
+    auto neg = neg_buf.head(xs.size());
+    e = (-xs.abs()).exp();
+    neg = (-kBig * xs).max(Scalar(0)).min(Scalar(1));
     const auto one_minus_t = Scalar(1) - ts;
     const auto wt = wp * ts;
-    // The linear part's coefficient is 0 exactly when the limit of the loss
-    // at ±inf is finite; the select keeps 0·inf from becoming NaN.
-    const auto coef = (xs >= Scalar(0)).select(one_minus_t, wt);
-    const auto lin = (coef == Scalar(0)).select(Scalar(0), coef * xs.abs());
-    const Acc value = static_cast<Acc>(((one_minus_t + wt) * e.log1p() + lin).sum());
+    // 0·inf (a zero linear coefficient at an infinite logit) is NaN here;
+    // the caller then redoes the chunk with exact_chunk.
+    const auto coef = one_minus_t + (wt - one_minus_t) * neg;
+    const Acc value = static_cast<Acc>(((one_minus_t + wt) * e.log1p() + coef * xs.abs()).sum());
     if constexpr (WithGrad) {
-      const auto a = (xs >= Scalar(0)).select(Scalar(1), e);
-      const auto b = (xs >= Scalar(0)).select(e, Scalar(1));
+      const auto a = Scalar(1) + (e - Scalar(1)) * neg;  // 1 for x >= 0, e^{-|x|} for x < 0
+      const auto b = e + (Scalar(1) - e) * neg;          // e^{-|x|} for x >= 0, 1 for x < 0
       g.matrix().col(j).segment(start, xs.size()).array() = factor * (one_minus_t * a - wt * b) / (Scalar(1) + e);
     } else {
       (void)g;
       (void)j;
       (void)start;
       (void)factor;
+    }
+    return value;
+  }
+
+  // Element by element with the limits at ±inf spelled out; used only for a
+  // chunk whose vectorised value came out NaN (an infinite or NaN logit).
+  template <bool WithGrad, class XS, class TS, class WS, class G>
+  static Acc exact_chunk(const XS& xs, const TS& ts, const WS& wp, G& g, Eigen::Index j, Eigen::Index start,
+                         Scalar factor) {
+    using std::exp;
+    using std::log1p;
+    Acc value(0);
+    for (Eigen::Index i = 0; i < xs.size(); ++i) {
+      const Scalar x = xs.coeff(i), t = ts.coeff(i), wt = wp.coeff(i) * t, one_minus_t = Scalar(1) - t;
+      const Scalar ax = std::abs(x), e = exp(-ax);
+      const Scalar coef = x >= Scalar(0) ? one_minus_t : wt;
+      const Scalar lin = coef == Scalar(0) && !std::isnan(x) ? Scalar(0) : coef * ax;
+      value += Acc((one_minus_t + wt) * log1p(e) + lin);
+      if constexpr (WithGrad) {
+        const Scalar a = x >= Scalar(0) ? Scalar(1) : e, b = x >= Scalar(0) ? e : Scalar(1);
+        g.matrix().col(j)(start + i) = factor * (one_minus_t * a - wt * b) / (Scalar(1) + e);
+      } else {
+        (void)g;
+        (void)j;
+        (void)start;
+        (void)factor;
+      }
     }
     return value;
   }
