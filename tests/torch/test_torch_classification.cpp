@@ -383,7 +383,7 @@ TEST_CASE("LDRKL agrees with λ·lse_u(z/λ) in torch ops, differentiated by aut
         }
 }
 
-TEST_CASE("ALDRKL at losskit's λ* agrees with g(λ*) and its autograd gradient; λ* maximises g on a torch grid",
+TEST_CASE("ALDRKL at losskit's λ* agrees with g(λ*) and its autograd gradient, and λ* maximises g on a torch grid",
           "[torch][ldr]") {
   // At fixed λ* (taken from lambda_star and treated as a constant), torch
   // evaluates g(λ*) = λ*·lse_u(z/λ*) − (a/2)(λ* − λ0)², a = α·log C/λ0, and
