@@ -272,6 +272,49 @@ TEST_CASE("MS-SSIM gradient passes the finite-difference check with odd sizes at
   CHECK(res.max_rel_error <= 1e-6);
 }
 
+TEST_CASE("SSIM and MS-SSIM gradients hold at edge points: flat images, 8-bit magnitudes", "[ssim][gradient]") {
+  const Eigen::Index h = 13, w = 17, c = 2, n = 1;
+  SECTION("near-constant images: σ ≈ 0, the C2 term dominates") {
+    const Eigen::MatrixXd x = (0.3 + 1e-3 * lktest::normal(c * h * w, n).array()).matrix();
+    const Eigen::MatrixXd y = (0.6 + 1e-3 * lktest::normal(c * h * w, n).array()).matrix();
+    SSIMLoss<double> loss(h, w, c);
+    Eigen::MatrixXd g;
+    loss.value_and_gradient(x, y, g);
+    losskit::GradientCheckOptions opt;
+    opt.step = 1e-4;  // absolute: the images vary on the 1e-3 scale
+    opt.relative_step = false;
+    const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g, opt);
+    INFO("SSIM flat: " << res.report());
+    CHECK(res.max_rel_error <= 1e-6);
+  }
+  SECTION("0..255 images with data_range 255, MS-SSIM with both poolings") {
+    const Eigen::MatrixXd x = 255 * lktest::uniform(c * h * w, n), y = correlated(x / 255, 0.2) * 255;
+    for (OddSizePooling conv : {OddSizePooling::ReplicateLast, OddSizePooling::ZeroFirst}) {
+      MSSSIMLoss<double> loss(h, w, c);
+      loss.window_size = 5;
+      loss.weights = {0.4, 0.6};
+      loss.data_range = 255;
+      loss.pooling = conv;
+      Eigen::MatrixXd g;
+      loss.value_and_gradient(x, y, g);
+      const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g);
+      INFO("MS-SSIM 8-bit, pooling " << int(conv) << ": " << res.report());
+      CHECK(res.max_rel_error <= 1e-6);
+    }
+  }
+}
+
+TEST_CASE("MS-SSIM with unnormalised weights is the normalised index to the power Σw", "[ssim]") {
+  // Π v_j^{w_j} = (Π v_j^{w_j/Σw})^{Σw}.
+  const Eigen::MatrixXd x = lktest::uniform(30 * 28, 2), y = correlated(x, 0.2);
+  MSSSIMLoss<double> norm(30, 28), raw(30, 28);
+  norm.window_size = raw.window_size = 5;
+  norm.weights = raw.weights = {0.5, 0.7, 0.9};
+  raw.normalize_weights = false;
+  const Eigen::VectorXd a = norm.index(x, y), b = raw.index(x, y);
+  for (Eigen::Index i = 0; i < 2; ++i) CHECK(lktest::rel_err(std::pow(a(i), 2.1), b(i)) < 1e-13);
+}
+
 TEST_CASE("MS-SSIM never produces NaN: non-positive scale terms give 0 and a zero gradient", "[ssim][nan]") {
   // y = 1 − x is perfectly anti-correlated: CS < 0 at the finest scale.
   const Eigen::Index h = 40, w = 40;

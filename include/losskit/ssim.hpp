@@ -35,9 +35,9 @@
 ///   r_j = c_j g_j + Dᵀ r_{j+1} with Dᵀ the exact adjoint of the 2×2 pooling.
 ///   A scale term v_j <= 0 makes that channel's MS-SSIM 0 and its gradient
 ///   exactly 0 (never NaN from 0^(w−1)).
-///   Internally every plane is shifted by the mean of both images at each scale
+///   Internally each image plane is shifted by its own mean at each scale
 ///   before the second moments (SSIM is not shift invariant, so the means are
-///   shifted back in the luminance term), which keeps σ² accurate in float.
+///   shifted back in the luminance term), which keeps σ² = W(X²) − μ² accurate.
 ///
 /// Layout: pred and target are (channels·height·width)×N, each column one image
 /// of `channels` planes, each plane column-major H×W, planes one after another.
@@ -208,22 +208,23 @@ class SSIMEngine {
   template <bool WithGrad>
   Scalar plane(const SSIMConfig<Scalar>& cfg, Scalar* w, Scalar upstream) const {
     const int m = cfg.scales;
-    std::array<Scalar, kMaxSSIMScales> shift{}, v{};
+    std::array<Scalar, kMaxSSIMScales> shift_x{}, shift_y{}, v{};
     for (int j = 0; j < m; ++j) {
       const Index n = h_[j] * w_[j];
       if (j > 0) {
-        pool(w + x_off_[j - 1], h_[j - 1], w_[j - 1], shift[j - 1], w + x_off_[j], cfg.pooling, w + prod_off_);
-        pool(w + y_off_[j - 1], h_[j - 1], w_[j - 1], shift[j - 1], w + y_off_[j], cfg.pooling, w + prod_off_);
+        pool(w + x_off_[j - 1], h_[j - 1], w_[j - 1], shift_x[j - 1], w + x_off_[j], cfg.pooling, w + prod_off_);
+        pool(w + y_off_[j - 1], h_[j - 1], w_[j - 1], shift_y[j - 1], w + y_off_[j], cfg.pooling, w + prod_off_);
       }
       MapV x(w + x_off_[j], n), y(w + y_off_[j], n);
-      shift[j] = Scalar((accurate_sum(x.array()) + accurate_sum(y.array())) / Acc(2 * n));
-      x.array() -= shift[j];
-      y.array() -= shift[j];
+      shift_x[j] = Scalar(accurate_sum(x.array()) / Acc(n));
+      shift_y[j] = Scalar(accurate_sum(y.array()) / Acc(n));
+      x.array() -= shift_x[j];
+      y.array() -= shift_y[j];
       const Index valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
       // SSIM knows its upstream factor before the sweep; MS-SSIM's c_j needs
       // every scale, so each scale's gradient is kept unscaled and combined below.
       const Scalar coeff = m == 1 ? upstream / Scalar(valid) : Scalar(1);
-      v[j] = Scalar(sweep_scale<WithGrad>(cfg, w, j, shift[j], j == m - 1, coeff) / Acc(valid));
+      v[j] = Scalar(sweep_scale<WithGrad>(cfg, w, j, shift_x[j], shift_y[j], j == m - 1, coeff) / Acc(valid));
     }
 
     Scalar index = v[0];
@@ -276,7 +277,8 @@ class SSIMEngine {
   // live at a time, and the gradient plane r (times `coeff`) is written once.
   // Returns the sum of the S map (last scale) or of the CS map.
   template <bool WithGrad>
-  Acc sweep_scale(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar shift, bool last, Scalar coeff) const {
+  Acc sweep_scale(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar shift_x, Scalar shift_y, bool last,
+                  Scalar coeff) const {
     const Index h = h_[j], width = w_[j], ws = cfg.window, hv = h - ws + 1, half = ws / 2;
     const Scalar* x = w + x_off_[j];
     const Scalar* y = w + y_off_[j];
@@ -307,7 +309,7 @@ class SSIMEngine {
             o = taps_(half) * ring_col(k, col + half);
             for (Index t = 0; t < half; ++t) o += taps_(t) * (ring_col(k, col + t) + ring_col(k, col + ws - 1 - t));
           }
-          total += pointwise<WithGrad>(cfg, mom, hv, shift, last, w + map_off_, dring_col(0, col), dring_col(1, col),
+          total += pointwise<WithGrad>(cfg, mom, hv, shift_x, shift_y, last, w + map_off_, dring_col(0, col), dring_col(1, col),
                                        dring_col(2, col));
         }
       }
@@ -319,11 +321,14 @@ class SSIMEngine {
   }
 
   // S (or CS) and its partials with respect to the shifted moments
-  // m = W(X − s), W((X − s)²), W((X − s)(Y − s)); μ = m + s enters only the
-  // luminance term. See the derivation in docs/ssim.md.
+  // mx = W(X − sx), W((X − sx)²), W((X − sx)(Y − sy)) (and the same for Y);
+  // μx = mx + sx enters only the luminance term. With these partials
+  // ∂S/∂mx = [2μy·A2 − 2my·A1 + 2S(mx·B1 − μx·B2)] / (B1·B2) (the reference
+  // formula when the shifts are 0), ∂S/∂W(X²) = −S/B2, ∂S/∂W(XY) = 2A1/(B1·B2);
+  // ∂CS/∂mx = 2(mx·CS − my)/B2, ∂CS/∂W(X²) = −CS/B2, ∂CS/∂W(XY) = 2/B2.
   template <bool WithGrad>
-  Acc pointwise(const SSIMConfig<Scalar>& cfg, const Scalar* mom, Index hv, Scalar shift, bool last, Scalar* map,
-                Scalar* alpha, Scalar* beta, Scalar* gamma) const {
+  Acc pointwise(const SSIMConfig<Scalar>& cfg, const Scalar* mom, Index hv, Scalar shift_x, Scalar shift_y,
+                bool last, Scalar* map, Scalar* alpha, Scalar* beta, Scalar* gamma) const {
     const Scalar *mx = mom, *my = mom + hv, *qx = mom + 2 * hv, *qy = mom + 3 * hv, *p = mom + 4 * hv;
     const Scalar c1 = cfg.c1, c2 = cfg.c2;
     if (last) {
@@ -331,7 +336,7 @@ class SSIMEngine {
         const Scalar sxx = std::max(qx[i] - mx[i] * mx[i], Scalar(0));
         const Scalar syy = std::max(qy[i] - my[i] * my[i], Scalar(0));
         const Scalar a2 = 2 * (p[i] - mx[i] * my[i]) + c2, b2 = sxx + syy + c2;
-        const Scalar ux = mx[i] + shift, uy = my[i] + shift;
+        const Scalar ux = mx[i] + shift_x, uy = my[i] + shift_y;
         const Scalar a1 = 2 * ux * uy + c1, b1 = ux * ux + uy * uy + c1;
         const Scalar inv = Scalar(1) / (b1 * b2), s = a1 * a2 * inv;
         map[i] = s;
