@@ -309,8 +309,8 @@ class SSIMEngine {
             o = taps_(half) * ring_col(k, col + half);
             for (Index t = 0; t < half; ++t) o += taps_(t) * (ring_col(k, col + t) + ring_col(k, col + ws - 1 - t));
           }
-          total += pointwise<WithGrad>(cfg, mom, hv, shift_x, shift_y, last, w + map_off_, dring_col(0, col), dring_col(1, col),
-                                       dring_col(2, col));
+          total += pointwise<WithGrad>(cfg, mom, hv, shift_x, shift_y, last, w + map_off_, dring_col(0, col),
+                                       dring_col(1, col), dring_col(2, col));
         }
       }
       if constexpr (WithGrad) {
