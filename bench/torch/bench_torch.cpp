@@ -215,5 +215,36 @@ void BM_Torch_ZLoss_ValueGrad(benchmark::State& state) {
 }
 BENCHMARK(BM_Torch_ZLoss_ValueGrad)->Args({1024, 64})->Args({4096, 256})->Args({131072, 128})->UseRealTime();
 
+// LDR-KL (λ = 1, margin 0.1, losskit's defaults): z = c·[k ≠ y] + f − f_y,
+// ψ = λ·(logsumexp(z/λ) − log C). ALDR-KL has no torch peer: its per-sample
+// λ* solve has no fixed-cost torch counterpart (the official code keeps a
+// λ per training example and takes one fixed-point step per visit).
+torch::Tensor torch_ldr_kl(const torch::Tensor& f, const torch::Tensor& y, double lambda, double margin) {
+  const torch::Tensor others = torch::ones_like(f).scatter(1, y, 0.0f);
+  const torch::Tensor z = margin * others + f - f.gather(1, y);
+  return (lambda * (torch::logsumexp(z / lambda, 1) - std::log(double(f.size(1))))).mean();
+}
+
+void BM_Torch_LDRKL_Value(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c))).unsqueeze(1);
+  torch_value(state, lkbench::as_rows(logits), [&](const torch::Tensor& f) { return torch_ldr_kl(f, y, 1.0, 0.1); });
+  lkbench::set_throughput(state, sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_LDRKL_Value)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
+
+void BM_Torch_LDRKL_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c))).unsqueeze(1);
+  torch_value_grad(state, lkbench::as_rows(logits).requires_grad_(true),
+                   [&](const torch::Tensor& f) { return torch_ldr_kl(f, y, 1.0, 0.1); });
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_LDRKL_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
+
 }  // namespace
 
