@@ -425,6 +425,10 @@ TEST_CASE("CrossEntropy rejects invalid input and options, writing nothing", "[c
                                                             lktest::Contains("labels") && lktest::Contains("4"));
     const Eigen::VectorXi negative = (Eigen::VectorXi(3) << 0, -1, 1).finished();
     CHECK_THROWS_AS(ce.value_and_gradient(x, negative, g), losskit::Error);
+    CHECK_THROWS_WITH(ce.normaliser(negative), lktest::Contains("labels") && lktest::Contains("-1"));
+    CHECK(ce.normaliser(bad) == 3.0);  // without weights only the sign of a label can be checked
+    ce.class_weights = Eigen::VectorXd::Ones(4);
+    CHECK_THROWS_AS(ce.normaliser(bad), losskit::Error);
   }
   SECTION("wrong lengths and shapes") {
     CHECK_THROWS_AS(ce.value_and_gradient(x, Eigen::VectorXi::Zero(4), g), losskit::Error);
