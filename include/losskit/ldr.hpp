@@ -9,7 +9,7 @@
 ///
 /// LDRKL<S> (options `lambda` > 0, default 1; `margin`, default 0.1):
 ///   ψ = λ·lse_u(z/λ) = max_{p ∈ Δ_C} Σ_k p_k z_k − λ·KL(p, uniform)
-///   ∂ψ/∂f = softmax(z/λ) − e_y                        (paper Eq. (4); no 1/λ factor)
+///   ∂ψ/∂f = softmax(z/λ) − e_y                        (no 1/λ factor)
 ///   Identities: c = 0, λ = 1 gives CrossEntropy − log C; λ → 0⁺ the
 ///   Crammer–Singer hinge max_k z_k; λ → ∞ the mean of z. ψ may be negative
 ///   (its infimum is −λ·log C). Evaluated max-shifted: ψ = max z +
@@ -19,14 +19,15 @@
 /// ALDRKL<S> (options `lambda0` > 0, default 10; `alpha` > 1, default 2;
 /// `margin`, default 0.1; the paper code's defaults), with a = α·log C/λ0:
 ///   ψ = max_{λ ∈ I} g(λ),  g(λ) = λ·lse_u(z/λ) − (a/2)(λ − λ0)²,
-///   I = [λ0(1 − 1/α), λ0]
+///   I = [λ_lo, λ0],  λ_lo = λ0(1 − 1/α)
 ///   g'(λ) = −KL(softmax(z/λ), u) − a(λ − λ0) = a·(T(λ) − λ),
 ///   T(λ) = λ0·(1 − KL(softmax(z/λ), u)/(α·log C)) (paper's fixed point);
 ///   g' > 0 below I and g' < 0 above it, so the maximiser over λ > 0 lies in I.
 ///   g is NOT concave in general: λ·lse_u(z/λ) is the perspective of a convex
 ///   function, hence convex in λ, with g''(λ) = Var_{softmax(z/λ)}(z)/λ³ − a.
 ///   Several stationary points are possible; λ* is defined as the GLOBAL
-///   maximiser of g over I (the first found if several tie within tolerance).
+///   maximiser of g over I (one of them if several tie within the value
+///   tolerance; at an exact tie ψ is a max of two branches, not differentiable).
 ///   Gradient by the envelope theorem: ∂ψ/∂f = softmax(z/λ*) − e_y (the
 ///   dependence through λ* drops out at a maximum).
 ///   Solver, per sample (stateless, no per-dataset λ buffer — the paper's
@@ -37,13 +38,14 @@
 ///     bracket [λ_lo, λ0] (bisection when a step leaves the bracket);
 ///   - otherwise branch and bound on I: a sub-interval is discarded when an
 ///     upper bound of g on it (from T being non-decreasing and from a bound
-///     on g'') is within `tolerance` of the best value found; sub-intervals
-///     proven concave (variance bound Var_λ ≤ exp(R·|1/λ − 1/λ'|)·Var_λ′)
+///     on g'') is within the value tolerance of the best value found; sub-intervals
+///     proven concave (variance bound Var_λ ≤ exp(R·|1/λ − 1/λ'|)·Var_λ′,
+///     R = max z − min z, as the softmax weights change by at most that factor)
 ///     are solved by the same Newton iteration.
 ///   Tolerances: Newton stops when its update is below 16·ε·λ0 (ε of the
 ///   Scalar); values are compared to 16·ε·(|max z| + (max z − min z) + λ0·log C).
 ///   At most 64 evaluations (one exp pass over the column each) per sample;
-///   typically 3–5 in the concave case. λ* per sample: lambda_star().
+///   typically 2–4 in the concave case. λ* per sample: lambda_star().
 ///
 /// Optional score normalisation, `normalize_logits` (default false), as in the
 /// paper's official code (Optimization-AI/ICML2023_LDR, loss.py): the loss is
@@ -59,8 +61,8 @@
 /// is ≈ 1e-308 rather than 0: Eigen's vectorised exp(−inf) is a denormal);
 /// +inf on the target with finite other classes gives the limit −λ·log C
 /// (LDR-KL) with a zero gradient (up to those denormals). With normalisation, a
-/// column whose softplus values all underflow (logits below about −87 in
-/// float, −745 in double) gives NaN.
+/// column whose softplus values all underflow to 0 (every logit below about
+/// −104 in float, −745 in double) gives NaN.
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
@@ -165,8 +167,13 @@ class Column {
             m.s0 += static_cast<Acc>(e_out.segment(start, len).sum());
           }
         } else {
-          m.s0 = Acc(e_y) + accurate_sum(((s_.head(y_).array() - shift_) * inv).exp()) +
-                 accurate_sum(((s_.tail(c_ - y_ - 1).array() - shift_) * inv).exp());
+          Buffer e;
+          for (Eigen::Index start = 0; start < c_; start += kBlock) {
+            const Eigen::Index len = std::min(kBlock, c_ - start);
+            e = ((s_.segment(start, len).array() - shift_) * inv).exp();
+            if (y_ >= start && y_ < start + len) e(y_ - start) = e_y;
+            m.s0 += static_cast<Acc>(e.sum());
+          }
         }
         return m;
       }
@@ -464,7 +471,7 @@ class LDRKL {
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   static_assert(std::is_floating_point<Scalar>::value, "losskit::LDRKL: Scalar must be float or double");
 
-  Scalar lambda = Scalar(1);      ///< λ > 0: temperature of the KL-regularised label distribution
+  Scalar lambda = Scalar(1);      ///< λ > 0: weight of the KL regulariser (softmax temperature)
   Scalar margin = Scalar(0.1);    ///< c: added to every non-target score (the paper's experiments use 0.1)
   bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
   Reduction reduction = Reduction::Mean;
