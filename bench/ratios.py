@@ -70,7 +70,7 @@ def parse_name(full):
     return base, "/".join(args)
 
 
-def load(path):
+def load(path, clock="real_time"):
     """{(base, args): entry} with time in seconds and items per iteration."""
     with open(path) as f:
         data = json.load(f)
@@ -83,10 +83,12 @@ def load(path):
         if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
             continue
         key = parse_name(b.get("run_name", b["name"]))
-        seconds = b["real_time"] * unit[b.get("time_unit", "ns")]
+        seconds = b[clock] * unit[b.get("time_unit", "ns")]
+        # items_per_second is always per wall-clock second (UseRealTime).
+        real = b["real_time"] * unit[b.get("time_unit", "ns")]
         entry = {
             "time": seconds,
-            "items": b.get("items_per_second", 0.0) * seconds,
+            "items": b.get("items_per_second", 0.0) * real,
             "threads": b.get("omp_threads"),  # counter set by the torch benchmarks
         }
         if b.get("run_type") == "aggregate":
@@ -157,6 +159,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="LABEL=FILE or FILE (Google Benchmark JSON)")
     ap.add_argument("--plot", help="write a PNG chart of the speed-ups over libtorch (needs gnuplot)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="use CPU time instead of wall time: robust on a loaded machine, meaningful at 1 thread only")
     ap.add_argument("--all", action="store_true", help="every losskit benchmark, not only value+gradient with a peer")
     opts = ap.parse_args()
 
@@ -164,7 +168,7 @@ def main():
     context = None
     for spec in opts.inputs:
         label, _, path = spec.rpartition("=")
-        runs, ctx = load(path)
+        runs, ctx = load(path, "cpu_time" if opts.cpu_time else "real_time")
         context = context or ctx
         if not label:
             threads = {e["threads"] for (b, _), e in runs.items() if b.startswith("Torch_") and e["threads"]}
