@@ -240,6 +240,7 @@ class CrossEntropy {
 
   /// Chunk length for a column of C logits: L1-sized, but at most kMaxChunks chunks.
   static Eigen::Index chunk_length(Eigen::Index C) {
+    if (C <= kChunk * kMaxChunks) return kChunk;
     const Eigen::Index spread = ((C + kMaxChunks - 1) / kMaxChunks + 15) / 16 * 16;
     return std::max(kChunk, spread);
   }
@@ -319,7 +320,8 @@ class CrossEntropy {
       prefetch(xc, start + len_max, len_max);
       const Scalar cm = xs.maxCoeff();
       if (cm > m) {
-        sum_e *= static_cast<Acc>(exp(m - cm));
+        // (Skipped for the first chunk: exp(lowest − cm) takes libm's slow underflow path.)
+        if (sum_e != Acc(0)) sum_e *= static_cast<Acc>(exp(m - cm));
         if (u_seen != Acc(0)) dot -= (Acc(cm) - Acc(m)) * u_seen;
         m = cm;
       }
