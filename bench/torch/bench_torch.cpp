@@ -216,9 +216,7 @@ void BM_Torch_ZLoss_ValueGrad(benchmark::State& state) {
 BENCHMARK(BM_Torch_ZLoss_ValueGrad)->Args({1024, 64})->Args({4096, 256})->Args({131072, 128})->UseRealTime();
 
 // LDR-KL (λ = 1, margin 0.1, losskit's defaults): z = c·[k ≠ y] + f − f_y,
-// ψ = λ·(logsumexp(z/λ) − log C). ALDR-KL has no torch peer: its per-sample
-// λ* solve has no fixed-cost torch counterpart (the official code keeps a
-// λ per training example and takes one fixed-point step per visit).
+// ψ = λ·(logsumexp(z/λ) − log C).
 torch::Tensor torch_ldr_kl(const torch::Tensor& f, const torch::Tensor& y, double lambda, double margin) {
   const torch::Tensor others = torch::ones_like(f).scatter(1, y, 0.0f);
   const torch::Tensor z = margin * others + f - f.gather(1, y);
@@ -245,6 +243,40 @@ void BM_Torch_LDRKL_ValueGrad(benchmark::State& state) {
   lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
 }
 BENCHMARK(BM_Torch_LDRKL_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
+
+// ALDR-KL (λ0 = 10, α = 2, margin 0.1) as a PyTorch user would write it:
+// λ* by five batched fixed-point steps λ ← T(λ) = λ0(1 − KL(softmax(z/λ), u)/(α log C))
+// from λ0 under no_grad (the paper's iteration; losskit instead solves for the
+// global maximiser), then g(λ*) with λ* held constant and autograd backward.
+torch::Tensor torch_aldr_kl(const torch::Tensor& f, const torch::Tensor& y) {
+  const double lambda0 = 10, alpha = 2, log_c = std::log(double(f.size(1)));
+  const double a = alpha * log_c / lambda0;
+  const torch::Tensor others = torch::ones_like(f).scatter(1, y, 0.0f);
+  const torch::Tensor z = 0.1 * others + f - f.gather(1, y);
+  torch::Tensor lambda = torch::full({f.size(0), 1}, lambda0, f.options().requires_grad(false));
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor zd = z.detach();
+    for (int step = 0; step < 5; ++step) {
+      const torch::Tensor logp = torch::log_softmax(zd / lambda, 1);
+      const torch::Tensor kl = (logp.exp() * logp).sum(1, true) + log_c;
+      lambda = (lambda0 * (1 - kl / (alpha * log_c))).clamp(lambda0 * (1 - 1 / alpha), lambda0);
+    }
+  }
+  const torch::Tensor psi = lambda.squeeze(1) * (torch::logsumexp(z / lambda, 1) - log_c);
+  return (psi - 0.5 * a * (lambda.squeeze(1) - lambda0).square()).mean();
+}
+
+void BM_Torch_ALDRKL_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c))).unsqueeze(1);
+  torch_value_grad(state, lkbench::as_rows(logits).requires_grad_(true),
+                   [&](const torch::Tensor& f) { return torch_aldr_kl(f, y); });
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_ALDRKL_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
 
 }  // namespace
 
