@@ -155,9 +155,19 @@ class ZLoss {
     const Eigen::Index dim = o.rows();
     const Scalar oc = o(c);
     const Acc inv_d = Acc(1) / Acc(dim);
-    const Acc mean_acc = detail::accurate_sum(o.array() - oc) * inv_d;
-    const Scalar mean = Scalar(mean_acc);
-    const Acc var_acc = detail::accurate_sum((o.array() - oc - mean).square()) * inv_d;
+    // Blocked sums over contiguous segments (vectorised within a block,
+    // accumulated in acc_t across blocks; see detail::accurate_sum).
+    Acc sum(0), sum_sq(0);
+    for (Eigen::Index start = 0; start < dim; start += detail::kSumBlock) {
+      const Eigen::Index len = std::min(detail::kSumBlock, dim - start);
+      sum += Acc((o.segment(start, len).array() - oc).sum());
+    }
+    const Scalar mean = Scalar(sum * inv_d);
+    for (Eigen::Index start = 0; start < dim; start += detail::kSumBlock) {
+      const Eigen::Index len = std::min(detail::kSumBlock, dim - start);
+      sum_sq += Acc((o.segment(start, len).array() - oc - mean).square().sum());
+    }
+    const Acc var_acc = sum_sq * inv_d;
     if (var_acc == Acc(0)) {
       if constexpr (WithGrad) g.setZero();
       return detail::softplus(a * b) / a;
