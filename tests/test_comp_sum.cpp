@@ -402,6 +402,27 @@ TEST_CASE("CompSum non-finite logits give the documented results without throwin
   CHECK(std::isnan(CompSum<double>(1.0)(x, y)));
 }
 
+// Found by the fuzzer (tests/fuzz): with a +inf logit in the column, the
+// gradient path took the +inf branch of the softmax and dropped the NaN,
+// returning inf (τ < 1) or 1 (τ = 2) while operator() returned NaN.
+TEST_CASE("CompSum NaN next to +inf gives NaN in every path", "[comp_sum][nonfinite]") {
+  Eigen::MatrixXd x(3, 1);
+  x << 0.7255429029842384, kInf, std::nan("");
+  const Eigen::VectorXi y = Eigen::VectorXi::Zero(1);
+  for (double tau : {0.0, 2.13e-17, 0.5, 1.0, 2.0}) {
+    CAPTURE(tau);
+    CompSum<double> loss(tau);
+    Eigen::MatrixXd g;
+    CHECK(std::isnan(loss.value_and_gradient(x, y, g)));
+    CHECK(g.array().isNaN().all());
+    CHECK(std::isnan(loss(x, y)));
+    CHECK(std::isnan(loss.per_sample(x, y)(0)));
+    Eigen::MatrixXd gc, ga;
+    CHECK(std::isnan(SmoothAdversarialCompSum<double>(tau, 1.0).value_and_gradient(x, x, y, gc, ga)));
+    CHECK(gc.array().isNaN().all());
+  }
+}
+
 // ---------------------------------------------------------------- smooth adversarial
 
 TEST_CASE("SmoothAdversarialCompSum is comp-sum plus nu times the norm of the logit-difference change",
