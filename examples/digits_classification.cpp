@@ -128,6 +128,9 @@ int main(int argc, char** argv) {
   losses.push_back({"CompSum tau=1.5 (GCE)", wrap(losskit::CompSum<double>(1.5)), 0.1});
   losses.push_back({"CompSum tau=1.8 (GCE)", wrap(losskit::CompSum<double>(1.8)), 0.1});
   losses.push_back({"LDRKL lambda=1", wrap(losskit::LDRKL<double>()), 0.1});
+  losskit::LDRKL<double> ldr10;
+  ldr10.lambda = 10;
+  losses.push_back({"LDRKL lambda=10", wrap(ldr10), 0.1});
   losses.push_back({"ALDRKL lambda0=10", wrap(losskit::ALDRKL<double>()), 0.1});
   losses.push_back({"ZLoss a=1 b=0", wrap(losskit::ZLoss<double>()), 0.1});
 
