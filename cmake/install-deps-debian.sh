@@ -3,7 +3,9 @@
 # Debian 12, from Debian's packages, skipping what is already there.
 # Uses sudo when not run as root.
 set -eu
-pkgs="g++ cmake make libeigen3-dev catch2 libbenchmark-dev"
+# zlib, Open MPI: the examples that read the shipped data sets and the
+# data-parallel example (skipped with a message when missing).
+pkgs="g++ cmake make libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
