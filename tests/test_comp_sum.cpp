@@ -423,6 +423,25 @@ TEST_CASE("CompSum NaN next to +inf gives NaN in every path", "[comp_sum][nonfin
   }
 }
 
+// Found by the fuzzer: +inf and −inf in one column made operator() NaN (the
+// NaN test of log_sum_exp sums the column) while value_and_gradient gave the
+// documented 1/(τ−1) for τ > 1 and +inf for τ <= 1.
+TEST_CASE("CompSum +inf next to -inf at non-label classes gives the documented limit in every path",
+          "[comp_sum][nonfinite]") {
+  Eigen::MatrixXd x(4, 1);
+  x << -kInf, kInf, 5, 5;
+  const Eigen::VectorXi y = Eigen::VectorXi::Constant(1, 3);
+  for (double tau : {0.0, 0.5, 1.0, 1.5, 3.0}) {
+    CAPTURE(tau);
+    CompSum<double> loss(tau);
+    const double expected = tau <= 1 ? kInf : 1 / (tau - 1);
+    Eigen::MatrixXd g;
+    CHECK(loss.value_and_gradient(x, y, g) == Approx(expected).epsilon(1e-15));
+    CHECK(loss(x, y) == Approx(expected).epsilon(1e-15));
+    CHECK(loss.per_sample(x, y)(0) == Approx(expected).epsilon(1e-15));
+  }
+}
+
 // ---------------------------------------------------------------- smooth adversarial
 
 TEST_CASE("SmoothAdversarialCompSum is comp-sum plus nu times the norm of the logit-difference change",

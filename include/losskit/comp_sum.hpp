@@ -83,7 +83,11 @@ typename X::Scalar comp_sum_column(const Eigen::MatrixBase<X>& x, Eigen::Index y
   if constexpr (!WithGrad) {
     (void)factor;
     (void)g_out;
-    return comp_sum_from_log_p(Scalar(x.coeff(y) - log_sum_exp(x)), tau);
+    Scalar lse = log_sum_exp(x);
+    // log_sum_exp finds NaN through the sum, which is also NaN for +inf next
+    // to −inf: that column's lse is +inf (as in the gradient path).
+    if (std::isnan(lse) && !x.hasNaN()) lse = std::numeric_limits<Scalar>::infinity();
+    return comp_sum_from_log_p(Scalar(x.coeff(y) - lse), tau);
   } else {
     G& g = const_cast<G&>(g_out.derived());
     Scalar sum_e;
