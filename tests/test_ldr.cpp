@@ -504,3 +504,44 @@ TEST_CASE("LDR losses: non-finite logits give the documented results without thr
   CHECK(std::isfinite(aper(3)));
   CHECK(std::isfinite(aper(4)));
 }
+
+// Found by the fuzzer (tests/fuzz): with a tiny λ the rounding error of
+// s_k − shift (≈ ε·|shift| > 0 at the arg-max class) was multiplied by 1/λ and
+// exp overflowed: inf loss and NaN gradient where the hinge limit is finite.
+// Reference: λ → 0⁺ gives max_k z_k (the Crammer–Singer hinge); here
+// z = (c + 0.5 + 30, c − 30 + 30, 0) with c = −0.99311695434105063: the value
+// is λ·log((1/C)Σ_k exp(z_k/λ)) = max z − λ·log 3 + O(λ·e^{−29/λ}), the
+// gradient e_0 − e_y; ALDR-KL's λ* lies in [λ0/2, λ0], so its value lies in
+// [max z − λ0·log 3, max z].
+TEST_CASE("LDR losses with a tiny lambda stay finite (hinge limit)", "[ldr][extreme]") {
+  Eigen::MatrixXd x(3, 1);
+  x << 0.5, -30, -30;
+  const Eigen::VectorXi y = Eigen::VectorXi::Constant(1, 2);
+  const double c = -0.99311695434105063, hinge = 0.5 + 30 + c;
+  for (double lambda : {1e-30, 1e-10, 1e-5}) {
+    CAPTURE(lambda);
+    LDRKL<double> l;
+    l.lambda = lambda;
+    l.margin = c;
+    Eigen::MatrixXd g;
+    const double expected = hinge - lambda * std::log(3.0);
+    CHECK(l.value_and_gradient(x, y, g) == Approx(expected).epsilon(1e-12));
+    CHECK(l(x, y) == Approx(expected).epsilon(1e-12));
+    CHECK(g(0, 0) == Approx(1).epsilon(1e-12));
+    CHECK(g(2, 0) == Approx(-1).epsilon(1e-12));
+    CHECK(std::abs(g(1, 0)) < 1e-300);
+    LDRKL<float> lf;
+    lf.lambda = float(lambda);
+    lf.margin = float(c);
+    Eigen::MatrixXf gf;
+    CHECK(lf.value_and_gradient(x.cast<float>(), y, gf) == Approx(expected).epsilon(1e-5));
+    CHECK(gf.allFinite());
+    ALDRKL<double> a;
+    a.lambda0 = lambda;
+    a.margin = c;
+    const double va = a.value_and_gradient(x, y, g);
+    CHECK(va <= hinge * (1 + 1e-15));
+    CHECK(va >= hinge - lambda * std::log(3.0) - 1e-13);
+    CHECK(g.allFinite());
+  }
+}

@@ -113,6 +113,7 @@ class Column {
       inv_mean_ = Scalar(Acc(c_) / total);
     }
     const Scalar f_y = score(s_.coeff(y_));
+    Scalar hi_score = 0;
     if (c_ == 1) {
       zmax_ = zmin_ = 0;
     } else {
@@ -133,12 +134,16 @@ class Column {
         for (Eigen::Index k = 0; k < c_; ++k)
           if (k != y_ && s_.coeff(k) > -kInf) lo = std::min(lo, s_.coeff(k));
       }
-      const Scalar zhi = score(hi) + margin - f_y, zlo = score(lo) + margin - f_y;
+      hi_score = score(hi);
+      const Scalar zhi = hi_score + margin - f_y, zlo = score(lo) + margin - f_y;
       // NaN-propagating: a NaN extreme must not be replaced by the 0 of z_y.
       zmax_ = std::isnan(zhi) ? zhi : std::max(zhi, Scalar(0));
       zmin_ = std::isnan(zlo) ? zlo : std::min(zlo, Scalar(0));
     }
-    shift_ = f_y + zmax_ - margin;
+    // shift = max over k ≠ y of the score when that is z's maximum: taken as
+    // the score itself (not f_y + z_max − c, which rounds), so the arg-max
+    // class gets w = 0 exactly; 1/λ would magnify the rounding.
+    shift_ = (c_ > 1 && zmax_ > Scalar(0) && zmax_ < kInf && !normalize_) ? hi_score : f_y + zmax_ - margin;
     f_y_ = f_y;
   }
 
@@ -162,7 +167,7 @@ class Column {
         if constexpr (Store) {
           for (Eigen::Index start = 0; start < c_; start += kFastBlock) {
             const Eigen::Index len = std::min(kFastBlock, c_ - start);
-            e_out.segment(start, len).array() = ((s_.segment(start, len).array() - shift_) * inv).exp();
+            e_out.segment(start, len).array() = ((s_.segment(start, len).array() - shift_).min(Scalar(0)) * inv).exp();
             if (y_ >= start && y_ < start + len) e_out.coeffRef(y_) = e_y;
             m.s0 += static_cast<Acc>(e_out.segment(start, len).sum());
           }
@@ -170,7 +175,7 @@ class Column {
           Buffer e;
           for (Eigen::Index start = 0; start < c_; start += kBlock) {
             const Eigen::Index len = std::min(kBlock, c_ - start);
-            e = ((s_.segment(start, len).array() - shift_) * inv).exp();
+            e = ((s_.segment(start, len).array() - shift_).min(Scalar(0)) * inv).exp();
             if (y_ >= start && y_ < start + len) e(y_ - start) = e_y;
             m.s0 += static_cast<Acc>(e.sum());
           }
@@ -249,6 +254,10 @@ class Column {
   }
 
  private:
+  // Every non-target w = s − shift is <= 0 (shift holds max z), but its
+  // rounding error (about ε·|shift|) is multiplied by 1/λ: the exponent is
+  // clamped at 0 so that a tiny λ cannot make exp overflow (found by fuzzing,
+  // λ = 1e-30). The target's entry is replaced by e_y anyway.
   // e = exp((s − shift)/λ) with e_y set to exp(−max z/λ); the moments use
   // w = s − shift for every entry (the caller corrects the target's term)
   // with −inf clamped to a finite stand-in so that e·w stays 0, not NaN.
@@ -256,7 +265,7 @@ class Column {
   void raw_block_moments(Eigen::Index start, Eigen::Index len, Scalar inv, Scalar e_y, EB&& e,
                          Moments<Acc>& m) const {
     const auto w = (s_.segment(start, len).array() - shift_).max(Scalar(-kBig));
-    e = ((s_.segment(start, len).array() - shift_) * inv).exp();
+    e = ((s_.segment(start, len).array() - shift_).min(Scalar(0)) * inv).exp();
     if (y_ >= start && y_ < start + len) e(y_ - start) = e_y;
     m.s0 += static_cast<Acc>(e.sum());
     m.s1 += static_cast<Acc>((e * w).sum());
@@ -276,6 +285,7 @@ class Column {
     } else {
       w = s_.segment(start, len).array() - shift_;
     }
+    w = w.min(Scalar(0));
     // z_y = 0 exactly (the margin is not applied to the target class).
     if (y_ >= start && y_ < start + len) w(y_ - start) = -zmax_;
   }
