@@ -1,5 +1,12 @@
 #pragma once
 /// Umbrella header: every losskit loss and the gradient checker.
 #include "core.hpp"
+#include "comp_sum.hpp"
+#include "cross_entropy.hpp"
+#include "cs_ib.hpp"
 #include "gradcheck.hpp"
+#include "ldr.hpp"
 #include "mse.hpp"
+#include "spherical.hpp"
+#include "ssim.hpp"
+#include "z_loss.hpp"
