@@ -19,33 +19,20 @@ command -v "$CXX" >/dev/null || CXX=clang++
   -I"$root/include" -isystem /usr/include/eigen3 "$here/fuzz_losses.cpp" -o "$out/losskit_fuzz"
 targets=$(grep -o 'kTargets\[\] = {[^}]*}' "$here/fuzz_losses.cpp" | tr ',' '\n' | grep -c fuzz_)
 
-run_target() {
-  mkdir -p "$out/corpus$1"
-  LOSSKIT_FUZZ_TARGET=$1 "$out/losskit_fuzz" -runs="$runs" -max_len=4096 -seed=$(($1 + 1)) \
-    -print_final_stats=1 -artifact_prefix="$out/crash$1-" "$out/corpus$1" >"$out/log$1.txt" 2>&1
-}
-
-failed=""
-i=0
-while [ "$i" -lt "$targets" ]; do
-  pids=""
-  j=0
-  while [ "$j" -lt "$jobs" ] && [ "$i" -lt "$targets" ]; do
-    run_target "$i" &
-    pids="$pids $!:$i"
-    i=$((i + 1))
-    j=$((j + 1))
-  done
-  for p in $pids; do
-    t=${p#*:}
-    if wait "${p%%:*}"; then
-      echo "== fuzz target $t: $(grep -o 'number_of_executed_units: [0-9]*' "$out/log$t.txt")"
-    else
-      tail -n 40 "$out/log$t.txt"
-      echo "== fuzz target $t FAILED (log: $out/log$t.txt)"
-      failed="$failed $t"
-    fi
-  done
-done
-[ -z "$failed" ] || { echo "== fuzzing: findings in targets$failed"; exit 1; }
+# Last targets first (the CS-IB kernels, O(N²) per call, are the slowest);
+# xargs -P hands the next target to whichever job is free.
+order=$(i=$((targets - 1)); while [ "$i" -ge 0 ]; do echo "$i"; i=$((i - 1)); done)
+status=0
+printf '%s\n' $order | xargs -P "$jobs" -I{} sh -c '
+  i=$1; out=$2; runs=$3
+  mkdir -p "$out/corpus$i"
+  if LOSSKIT_FUZZ_TARGET=$i "$out/losskit_fuzz" -runs="$runs" -max_len=4096 -seed=$((i + 1)) \
+      -print_final_stats=1 -artifact_prefix="$out/crash$i-" "$out/corpus$i" >"$out/log$i.txt" 2>&1; then
+    echo "== fuzz target $i: $(grep -o "number_of_executed_units: [0-9]*" "$out/log$i.txt")"
+  else
+    tail -n 40 "$out/log$i.txt"
+    echo "== fuzz target $i FAILED (log: $out/log$i.txt)"
+    exit 1
+  fi' sh {} "$out" "$runs" || status=1
+[ "$status" -eq 0 ] || { echo "== fuzzing: findings (see the FAILED lines above)"; exit 1; }
 echo "== fuzzing done: $targets targets x $runs runs, no findings"
