@@ -165,7 +165,7 @@ void check_direction(const char* loss, F&& f, const Mat& x, const Mat& grad, dou
   opt.rtol = rtol;
   // Absolute floor: the gradient's size, and the round-off of f itself
   // magnified by the step (a large loss with a small varying part).
-  opt.atol = std::max(1e-7 * std::max(1.0, grad.norm()), 1e-10 * std::abs(double(f(x))));
+  opt.atol = std::max(1e-7 * std::max(1.0, grad.norm()), 1e-14 * std::abs(double(f(x))) / step);
   opt.step = step;
   const auto r = losskit::check_gradient(f, x, grad, opt);
   if (!r.passed) violation(loss, r.report().c_str());

@@ -16,11 +16,13 @@
 //    checked with a small step (g(λ) may have two nearly tied maxima: a kink).
 //  - ZLoss / FactoredOutputLayer(ZLoss): a column with σ ≈ 0 (not
 //    differentiable there), or a ∉ [0.05, 50] (hinge-like / cancellation).
+//  - CrossEntropy with class weights > 1e6 (reported: the z-loss gradient
+//    cancels against huge weights).
 //  - MSSSIMLoss: a channel whose index is ≤ 0.05 (the clamp max(v_j, 0) and
 //    v^w with w < 1 have unbounded slope near 0); window > 11 or extreme
 //    options, as for SSIMLoss.
-//  - CS family: kernel widths < 0.1 (the kernels are then nearly
-//    discontinuous at step 1e-4); ∂/∂t whenever sigma_t = 0 (the median
+//  - CS family: kernel widths < 0.1, or data spanning more than 100 widths
+//    (the loss is then so stiff that the difference measures round-off); ∂/∂t whenever sigma_t = 0 (the median
 //    heuristic is held constant in the gradient by design); normalised MI
 //    when Î(x;x) or Î(t;t) is near 0 (the 0/0 collapse convention).
 // Where "finite input ⇒ finite output" is not required (documented):
@@ -152,7 +154,11 @@ void fuzz_cross_entropy(Fdp& p) {
   const bool inputs_finite = x.allFinite() && (!probabilities || q.allFinite());
   if (inputs_finite && (!std::isfinite(v) || !all_finite(g) || !ps.allFinite()))
     violation("CrossEntropy", "non-finite result for finite input");
-  if (finite && (!probabilities || moderate(q))) {
+  // Reported: with class weights ≫ z_loss·lse (e.g. 1e30) the penalty's
+  // gradient is lost to cancellation in (Σt + 2·z·s·lse)·p − t; the
+  // directional check uses weights <= 1e6.
+  const bool weights_moderate = ce.class_weights.size() == 0 || ce.class_weights.maxCoeff() <= 1e6;
+  if (finite && (!probabilities || moderate(q)) && weights_moderate) {
     if (probabilities)
       check_direction("CrossEntropy(probabilities)", [&](const Mat& z) { return ce(z, q); }, x, g);
     else
@@ -258,9 +264,11 @@ void fuzz_smooth_adversarial(Fdp& p) {
     const Vec delta = adv.col(i) - clean.col(i);
     min_norm = std::min(min_norm, (delta.array() - delta(y(i))).matrix().norm());
   }
+  // Step 1e-6 relative (<= 5e-5 absolute) stays well inside the kink's distance.
   if (min_norm > 1e-3) {
-    check_direction("SmoothAdversarialCompSum(clean)", [&](const Mat& z) { return sa(z, adv, y); }, clean, gc);
-    check_direction("SmoothAdversarialCompSum(adv)", [&](const Mat& z) { return sa(clean, z, y); }, adv, ga);
+    check_direction("SmoothAdversarialCompSum(clean)", [&](const Mat& z) { return sa(z, adv, y); }, clean, gc, 1e-4,
+                    1e-6);
+    check_direction("SmoothAdversarialCompSum(adv)", [&](const Mat& z) { return sa(clean, z, y); }, adv, ga, 1e-4, 1e-6);
   }
   losskit::SmoothAdversarialCompSum<float> saf(float(sa.tau), float(sa.nu), sa.reduction);
   if (std::abs(v) < 1e30 && sa.nu <= 100)  // a huge ν magnifies the round-off of d
@@ -509,7 +517,10 @@ void fuzz_factored_layer(Fdp& p) {
     // Reported, not yet fixed: with an absurd step (lr = 1e30, |h| = 1e4) the
     // factored update can overflow where the dense W − η·G·Hᵀ (≈ 1e39) does
     // not; the invariant is checked for lr <= 10 and |h| <= 1e4.
-    if (before.allFinite() && lr <= 10 && h.allFinite() && max_abs(h) <= 1e4 && !layer->weights().allFinite())
+    // Z-loss with σ ≈ 0 relative to the outputs is excluded too: σ² = q/D − μ²
+    // then cancels (documented in z_loss.hpp) and 1/σ can be anything.
+    if (before.allFinite() && smooth && lr <= 10 && h.allFinite() && max_abs(h) <= 1e4 &&
+        !layer->weights().allFinite())
       violation("FactoredOutputLayer::train_step", "non-finite weights after a step");
   }
 }
@@ -583,7 +594,9 @@ void fuzz_ssim(Fdp& p) {
   copy_ssim_options(lf, *l);
   if (finite && ssim_options_moderate(*l)) {
     check_direction("SSIMLoss", [&](const Mat& q) { return (*l)(q, t); }, x, g);
-    require_float_close("SSIMLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-3);
+    // Float keeps about ε·(x − plane mean)²/C2 of round-off in flat windows:
+    // up to ~1e-3 for data 30× outside data_range.
+    require_float_close("SSIMLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-2);
   } else {
     float_may_throw([&] { lf(x.cast<float>(), t.cast<float>()); });
   }
@@ -634,7 +647,7 @@ void fuzz_ms_ssim(Fdp& p) {
     float_may_throw([&] { lf(x.cast<float>(), t.cast<float>()); });
     return;
   }
-  require_float_close("MSSSIMLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-3);
+  require_float_close("MSSSIMLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-2);
   // Each scale's term v_j of each channel, to skip points near the clamp
   // max(v_j, 0) (where v^w, w < 1, also has unbounded slope): with exponent
   // 1 at scale j and 1e-9 elsewhere (unnormalised) the index is v_j·(1 + O(1e-9·log)),
@@ -708,6 +721,10 @@ losskit::CSIB<double>& cs_ib() {
 
 bool widths_ok(double s) { return s >= 0.1 && s <= 1e3; }
 
+/// Kernel exponents of moderate size: beyond (|a| + |b|)/σ ≈ 100 the loss is
+/// so stiff that a finite difference at a relative step measures round-off.
+bool not_stiff(const Mat& a, const Mat& b, double sigma) { return (max_abs(a) + max_abs(b)) / sigma <= 100; }
+
 void fuzz_cs_divergence(Fdp& p) {
   const bool finite = p.ConsumeBool();
   const CSData d = cs_data(p, finite);
@@ -727,7 +744,8 @@ void fuzz_cs_divergence(Fdp& p) {
   require_same_value("CSDivergence", v, f(d.yhat, d.y, d.x));
   const bool inputs_finite = d.yhat.allFinite() && d.y.allFinite() && d.x.allFinite();
   if (inputs_finite && (!std::isfinite(v) || !all_finite(g))) violation("CSDivergence", "non-finite result for finite input");
-  if (finite && widths_ok(effective_width(f.sigma_y, d.y)))
+  const double sy = effective_width(f.sigma_y, d.y);
+  if (finite && widths_ok(sy) && not_stiff(d.yhat, d.y, sy))
     check_direction("CSDivergence", [&](const Mat& q) { return f(q, d.y, d.x); }, d.yhat, g, 1e-3);
 }
 
@@ -748,7 +766,7 @@ void fuzz_cs_mi(Fdp& p) {
   require_same_value("CSQuadraticMI", v, f(d.t, d.x));
   if (d.t.allFinite() && d.x.allFinite() && (!std::isfinite(v) || !all_finite(g)))
     violation("CSQuadraticMI", "non-finite result for finite input");
-  if (!finite || !widths_ok(f.sigma_t)) return;
+  if (!finite || !widths_ok(f.sigma_t) || !not_stiff(d.t, d.t, f.sigma_t)) return;
   if (f.normalized) {
     losskit::CSQuadraticMI<double> plain;
     plain.sigma_x = plain.sigma_t = f.sigma_t;
@@ -787,9 +805,10 @@ void fuzz_cs_ib(Fdp& p) {
   if (inputs_finite && (!std::isfinite(v) || !all_finite(gy) || !all_finite(gt)))
     violation("CSIB", "non-finite result for finite input");
   if (!finite) return;
-  if (widths_ok(effective_width(f.sigma_y, d.y)))
+  const double sy = effective_width(f.sigma_y, d.y);
+  if (widths_ok(sy) && not_stiff(d.yhat, d.y, sy))
     check_direction("CSIB(yhat)", [&](const Mat& q) { return f(q, d.y, d.t, d.x); }, d.yhat, gy, 1e-3);
-  if (!widths_ok(f.sigma_t) || f.beta > 1e3) return;
+  if (!widths_ok(f.sigma_t) || !not_stiff(d.t, d.t, f.sigma_t) || f.beta > 1e3) return;
   if (f.normalized) {
     losskit::CSQuadraticMI<double> plain;
     plain.sigma_x = plain.sigma_t = f.sigma_t;
