@@ -78,7 +78,8 @@ typename Derived::Scalar log_sum_exp(const Eigen::DenseBase<Derived>& x) {
   using std::log;
   const Scalar m = x.maxCoeff();
   if (!(std::abs(m) < std::numeric_limits<Scalar>::infinity())) {
-    if (std::isnan(x.derived().array().sum())) return std::numeric_limits<Scalar>::quiet_NaN();
+    // A sum would also be NaN for +inf next to -inf: test for NaN directly.
+    if (x.derived().hasNaN()) return std::numeric_limits<Scalar>::quiet_NaN();
     return m;
   }
   return m + log((x.derived().array() - m).exp().sum());
@@ -97,7 +98,7 @@ typename X::Scalar shifted_exp(const Eigen::MatrixBase<X>& x, Eigen::MatrixBase<
   if (!(std::abs(m) < std::numeric_limits<Scalar>::infinity())) {
     // +inf max: the softmax puts all mass on the +inf entries; -inf max
     // (all entries -inf) or NaN: the result is NaN and the softmax undefined.
-    if (m == std::numeric_limits<Scalar>::infinity()) {
+    if (m == std::numeric_limits<Scalar>::infinity() && !x.hasNaN()) {
       e = (x.array() == m).template cast<Scalar>().matrix();
       sum_e = e.sum();
       return m;
