@@ -2,12 +2,6 @@
 // BM_ReferenceExp (one vectorised exp per element, read x / write y): the
 // ratio of items/s to BM_ReferenceExp at the same shape is the figure to
 // read, since both are bound by exp throughput and memory bandwidth.
-// GCC 12 with -march=native reports -Wuninitialized inside its own AVX-512
-// intrinsic headers when Eigen's vectorised exp/log1p are inlined (a known
-// false positive, like the -Wmaybe-uninitialized one the build silences).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
 #include <losskit/cross_entropy.hpp>
 
 #include "reference_kernels.hpp"

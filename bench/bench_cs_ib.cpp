@@ -5,12 +5,7 @@
 // Compare items/s with BM_ReferenceExp (one exp per element: CS-IB spends
 // ~10 exps per pair with the gradient) and with BM_CSIB_GramReference below,
 // the one product no implementation avoids: the d_t = 128 Gram matrix TᵀT.
-// GCC 12 with -march=native reports -Wuninitialized inside its own AVX-512
-// intrinsic headers when Eigen's vectorised exp is inlined (a known false
-// positive, like the -Wmaybe-uninitialized one the build already silences).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+// CSDivergence and CSQuadraticMI, the two terms, are timed on their own too.
 #include <losskit/cs_ib.hpp>
 
 #include "reference_kernels.hpp"
@@ -72,6 +67,34 @@ void BM_CSIB_ValueGrad_FixedWidths(benchmark::State& state) {
   finish(state, n);
 }
 BENCHMARK(BM_CSIB_ValueGrad_FixedWidths)->Arg(128)->Arg(512)->Arg(2048)->Complexity(benchmark::oNSquared)->UseRealTime();
+
+// The prediction term alone: conditional CS divergence and ∂/∂ŷ.
+void BM_CSDivergence_ValueGrad(benchmark::State& state) {
+  const Eigen::Index n = state.range(0);
+  const Inputs in(n);
+  losskit::CSDivergence<float> div;
+  Eigen::MatrixXf grad_yhat(kDy, n);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(div.value_and_gradient(in.yhat, in.y, in.x, grad_yhat));
+    benchmark::ClobberMemory();
+  }
+  finish(state, n);
+}
+BENCHMARK(BM_CSDivergence_ValueGrad)->Arg(128)->Arg(512)->Arg(2048)->Complexity(benchmark::oNSquared)->UseRealTime();
+
+// The compression term alone: CS quadratic mutual information and ∂/∂t.
+void BM_CSQuadraticMI_ValueGrad(benchmark::State& state) {
+  const Eigen::Index n = state.range(0);
+  const Inputs in(n);
+  losskit::CSQuadraticMI<float> mi;
+  Eigen::MatrixXf grad_t(kDt, n);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(mi.value_and_gradient(in.t, in.x, grad_t));
+    benchmark::ClobberMemory();
+  }
+  finish(state, n);
+}
+BENCHMARK(BM_CSQuadraticMI_ValueGrad)->Arg(128)->Arg(512)->Arg(2048)->Complexity(benchmark::oNSquared)->UseRealTime();
 
 // Lower bound: the N×N Gram matrix of the d_t = 128 representation (one GEMM).
 void BM_CSIB_GramReference(benchmark::State& state) {
