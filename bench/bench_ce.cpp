@@ -44,7 +44,7 @@ void BM_CE_ValueGrad_AllOptions(benchmark::State& state) {
   losskit::CrossEntropy<float> ce;
   ce.class_weights = lkbench::random_matrix<float>(c, 1).cwiseAbs();
   ce.label_smoothing = 0.1f;
-  ce.z_loss = 1e-4f;
+  ce.z_penalty = 1e-4f;
   for (auto _ : state) {
     benchmark::DoNotOptimize(ce.value_and_gradient(logits, labels, grad));
     benchmark::ClobberMemory();

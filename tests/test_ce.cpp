@@ -99,7 +99,7 @@ TEST_CASE("CrossEntropy matches closed forms", "[ce]") {
   ce.label_smoothing = 0.3;
   CHECK(ce(x, y) == Approx(std::log(5.0)).epsilon(1e-15));
   CHECK(ce(x, random_distributions(5, 3)) == Approx(std::log(5.0)).epsilon(1e-14));
-  ce.z_loss = 1e-2;
+  ce.z_penalty = 1e-2;
   const double lse = 2.5 + std::log(5.0);
   const auto r = ce.evaluate(x, y);
   CHECK(r.cross_entropy == Approx(std::log(5.0)).epsilon(1e-15));
@@ -127,7 +127,7 @@ TEST_CASE("CrossEntropy matches a long-double transcription of PyTorch's definit
       for (bool weighted : {false, true}) {
         CrossEntropy<double> ce;
         ce.label_smoothing = eps;
-        ce.z_loss = zc;
+        ce.z_penalty = zc;
         if (weighted) ce.class_weights = w;
         const Eigen::VectorXd wv = weighted ? w : Eigen::VectorXd();
         const RefCE ref = ref_ce_labels(x, y, wv, eps, zc);
@@ -161,7 +161,7 @@ TEST_CASE("CrossEntropy with labels equals CrossEntropy with one-hot probabiliti
   for (double eps : {0.0, 0.2}) {
     CrossEntropy<double> ce;
     ce.label_smoothing = eps;
-    ce.z_loss = 1e-3;
+    ce.z_penalty = 1e-3;
     Eigen::MatrixXd g_labels, g_probs;
     const double v_labels = ce.value_and_gradient(x, y, g_labels);
     const double v_probs = ce.value_and_gradient(x, q, g_probs);
@@ -170,7 +170,7 @@ TEST_CASE("CrossEntropy with labels equals CrossEntropy with one-hot probabiliti
     CHECK(lktest::max_rel_err(g_labels, g_probs, 1e-14) < 1e-12);
     // With class weights the Mean normalisers differ (Σ w_y vs N) by design;
     // the Sum of the cross-entropy parts agrees.
-    ce.z_loss = 0;
+    ce.z_penalty = 0;
     ce.class_weights = lktest::uniform(6, 1, 0.5, 2.0);
     ce.reduction = Reduction::Sum;
     CHECK(ce.value_and_gradient(x, y, g_labels) == Approx(ce.value_and_gradient(x, q, g_probs)).epsilon(1e-14));
@@ -219,7 +219,7 @@ TEST_CASE("CrossEntropy with every sample ignored gives 0 and a zero gradient", 
   const Eigen::VectorXi y = Eigen::VectorXi::Constant(4, -100);
   CrossEntropy<double> ce;
   ce.label_smoothing = 0.1;
-  ce.z_loss = 1e-4;
+  ce.z_penalty = 1e-4;
   Eigen::MatrixXd g = lktest::sentinel(5, 4);
   const auto r = ce.evaluate(x, y, g);
   CHECK(r.loss == 0.0);
@@ -244,7 +244,7 @@ TEST_CASE("CrossEntropy gradient passes the finite-difference check", "[ce][grad
         CrossEntropy<double> ce;
         ce.reduction = red;
         ce.label_smoothing = eps;
-        ce.z_loss = 0.01;
+        ce.z_penalty = 0.01;
         if (weighted) ce.class_weights = lktest::uniform(C, 1, 0.2, 2.0);
         INFO("reduction " << red << ", eps " << eps << ", weighted " << weighted);
         Eigen::MatrixXd g;
@@ -260,7 +260,7 @@ TEST_CASE("CrossEntropy gradient passes the finite-difference check", "[ce][grad
 TEST_CASE("CrossEntropy gradient at ties and at logits of magnitude 1e4", "[ce][gradient]") {
   CrossEntropy<double> ce;
   ce.label_smoothing = 0.1;
-  ce.z_loss = 1e-4;
+  ce.z_penalty = 1e-4;
   // Ties: all logits equal, and two equal maxima.
   Eigen::MatrixXd ties(4, 2);
   ties << 1, 3, 1, 3, 1, -2, 1, 0.5;
@@ -302,8 +302,8 @@ TEST_CASE("CrossEntropy in float agrees with double", "[ce][float]") {
     CrossEntropy<double> cd;
     cf.label_smoothing = 0.1f;
     cd.label_smoothing = 0.1;
-    cf.z_loss = 1e-3f;
-    cd.z_loss = 1e-3;
+    cf.z_penalty = 1e-3f;
+    cd.z_penalty = 1e-3;
     Eigen::MatrixXf gf;
     Eigen::MatrixXd gd;
     const float vf = cf.value_and_gradient(xf, y, gf);
@@ -331,7 +331,7 @@ TEST_CASE("CrossEntropy over many chunks: running max rising, -inf blocks, C abo
     CrossEntropy<double> ce;
     ce.label_smoothing = 0.1;
     ce.class_weights = w;
-    ce.z_loss = 1e-3;
+    ce.z_penalty = 1e-3;
     ce.reduction = Reduction::Sum;
     INFO("C = " << C);
     // Labels with smoothing on a -inf logit give +inf (mass ε/C there): check
@@ -367,7 +367,7 @@ TEST_CASE("CrossEntropy summed over shards and divided by the global normaliser 
   CrossEntropy<double> ce;
   ce.class_weights = lktest::uniform(5, 1, 0.1, 2.0);
   ce.label_smoothing = 0.1;
-  ce.z_loss = 1e-3;
+  ce.z_penalty = 1e-3;
   Eigen::MatrixXd g_full;
   const double full = ce.value_and_gradient(x, y, g_full);
 
@@ -453,8 +453,8 @@ TEST_CASE("CrossEntropy rejects invalid input and options, writing nothing", "[c
     ce.label_smoothing = -0.1;
     CHECK_THROWS_AS(ce(x, y), losskit::Error);
     ce.label_smoothing = 0;
-    ce.z_loss = -1e-4;
-    CHECK_THROWS_WITH(ce.value_and_gradient(x, lktest::normal(4, 3), g), lktest::Contains("z_loss"));
+    ce.z_penalty = -1e-4;
+    CHECK_THROWS_WITH(ce.value_and_gradient(x, lktest::normal(4, 3), g), lktest::Contains("z_penalty"));
   }
   CHECK(lktest::untouched(g, 4, 3));
 }
@@ -466,7 +466,7 @@ TEST_CASE("CrossEntropy value_and_gradient allocates nothing with a presized gra
   Eigen::MatrixXf g(50, 60);
   CrossEntropy<float> ce;
   ce.label_smoothing = 0.1f;
-  ce.z_loss = 1e-4f;
+  ce.z_penalty = 1e-4f;
   ce.class_weights = Eigen::VectorXf::Ones(50);
   lktest::AllocationCounter counter;
   const float v1 = ce.value_and_gradient(x, y, g);

@@ -85,7 +85,36 @@ TEST_CASE("CrossEntropy rejects invalid inputs with a clear message, writing not
             "losskit::CrossEntropy: labels: label 3 at sample 1 is outside [0, 3) and is not ignore_index (-100)", {&g});
   }
   SECTION("negative label that is not ignore_index") { rejects([&] { ce.value_and_gradient(x, labels({-1, 0}), g.m); }, "label -1 at sample 0 is outside [0, 3)", {&g}); }
-  SECTION("labels of the wrong length") { rejects([&] { ce.value_and_gradient(x, labels({0, 1, 2}), g.m); }, "losskit::CrossEntropy: labels: expected a vector of length 2, got 3x1", {&g}); }
+  SECTION("labels of the wrong length") { rejects([&] { ce.value_and_gradient(x, labels({0, 1, 2, 0}), g.m); }, "losskit::CrossEntropy: labels: expected a vector of length 2, got 4x1", {&g}); }
+  SECTION("labels as long as the logits' rows (N×C logits)") {
+    rejects([&] { ce.value_and_gradient(x, labels({0, 1, 2}), g.m); },
+            "losskit::CrossEntropy: labels: expected a vector of length N = 2 (one label per column of the logits), got 3, "
+            "the logits' row count: logits are C×N with classes as rows",
+            {&g});
+  }
+  SECTION("floating-point labels") {
+    rejects([&] { ce.value_and_gradient(x, Eigen::VectorXd::Zero(2), g.m); },
+            "losskit::CrossEntropy: target: a floating-point vector of shape 2x1 is neither integer labels nor probabilities",
+            {&g});
+  }
+  SECTION("negative, NaN or infinite probability targets") {
+    for (double bad : {-0.5, kNaN, std::numeric_limits<double>::infinity()}) {
+      M q = M::Constant(3, 2, 0.25);
+      q(1, 1) = bad;
+      rejects([&] { ce.value_and_gradient(x, q, g.m); }, "losskit::CrossEntropy: target: probability ", {&g});
+      rejects([&] { ce.value_and_gradient(x, q, g.m); }, " at (1, 1) must be finite and >= 0 (sums are not checked)", {&g});
+    }
+  }
+  SECTION("sample weights of the wrong length, negative, NaN or infinite") {
+    rejects([&] { ce.value_and_gradient(x, labels({0, 1}), Eigen::VectorXd::Ones(3), g.m); },
+            "losskit::CrossEntropy: sample_weights: expected a vector of length 2, got 3x1", {&g});
+    for (double bad : {-1.0, kNaN, std::numeric_limits<double>::infinity()}) {
+      Eigen::VectorXd s = Eigen::VectorXd::Ones(2);
+      s(1) = bad;
+      rejects([&] { ce.value_and_gradient(x, labels({0, 1}), s, g.m); }, "losskit::CrossEntropy: sample_weights: weight ", {&g});
+      rejects([&] { ce.value_and_gradient(x, labels({0, 1}), s, g.m); }, " of sample 1 must be finite and >= 0", {&g});
+    }
+  }
   SECTION("probability targets of the wrong shape") { rejects([&] { ce.value_and_gradient(x, M::Zero(2, 2), g.m); }, "losskit::CrossEntropy: target: shape 2x2 does not match 3x2", {&g}); }
   SECTION("label_smoothing outside [0, 1]") {
     ce.label_smoothing = 1.5;
@@ -95,9 +124,9 @@ TEST_CASE("CrossEntropy rejects invalid inputs with a clear message, writing not
     ce.label_smoothing = kNaN;
     rejects([&] { ce.value_and_gradient(x, labels({0, 1}), g.m); }, "losskit::CrossEntropy: label_smoothing: must be in [0, 1], got nan", {&g});
   }
-  SECTION("negative z_loss") {
-    ce.z_loss = -1;
-    rejects([&] { ce.value_and_gradient(x, labels({0, 1}), g.m); }, "losskit::CrossEntropy: z_loss: must be finite and >= 0, got -1", {&g});
+  SECTION("negative z_penalty") {
+    ce.z_penalty = -1;
+    rejects([&] { ce.value_and_gradient(x, labels({0, 1}), g.m); }, "losskit::CrossEntropy: z_penalty: must be finite and >= 0, got -1", {&g});
   }
   SECTION("class_weights of the wrong length") {
     ce.class_weights = Eigen::VectorXd::Ones(2);

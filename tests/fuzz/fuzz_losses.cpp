@@ -121,7 +121,7 @@ void fuzz_cross_entropy(Fdp& p) {
   ce.reduction = reduction(p);
   ce.ignore_index = p.ConsumeBool() ? -100 : p.ConsumeIntegralInRange<int>(-2, 6);  // may collide with a class
   if (p.ConsumeBool()) ce.label_smoothing = option(p, 0, 1);
-  if (p.ConsumeBool()) ce.z_loss = option(p, 0, 0.1);
+  if (p.ConsumeBool()) ce.z_penalty = option(p, 0, 0.1);
   if (p.ConsumeBool()) ce.class_weights = weights(p, c, 0, 3);
   const bool probabilities = p.ConsumeBool();
   const Eigen::VectorXi y = labels(p, n, c, int(ce.ignore_index));
@@ -129,12 +129,12 @@ void fuzz_cross_entropy(Fdp& p) {
 
   show("logits", x), show("labels", y), show("q", q), show("class_weights", ce.class_weights);
   show_value("ignore_index", double(ce.ignore_index)), show_value("label_smoothing", ce.label_smoothing);
-  show_value("z_loss", ce.z_loss), show_value("probabilities", probabilities);
+  show_value("z_penalty", ce.z_penalty), show_value("probabilities", probabilities);
   losskit::CrossEntropy<float> cef;
   cef.reduction = ce.reduction;
   cef.ignore_index = ce.ignore_index;
   cef.label_smoothing = float(ce.label_smoothing);
-  cef.z_loss = float(ce.z_loss);
+  cef.z_penalty = float(ce.z_penalty);
   cef.class_weights = ce.class_weights.cast<float>();
 
   Mat g = sentinel(c, n);

@@ -128,7 +128,7 @@ TEST_CASE("CrossEntropy's log²Z penalty equals cross_entropy + z·Σ w_y·lse²
     ce.reduction = r;
     ce.class_weights = weights;
     ce.label_smoothing = 0.1;
-    ce.z_loss = z;
+    ce.z_penalty = z;
     Eigen::MatrixXd grad;
     const auto parts = ce.evaluate(logits, labels, grad);
 

@@ -54,10 +54,16 @@ void check_vector_length(const char* loss, const char* arg, const Eigen::DenseBa
 }
 
 /// Labels must lie in [0, classes); `ignore_index` (when allowed) is skipped.
+/// n is the logits' column count and classes their row count: labels as
+/// long as the row count are the sign of N×C logits, and the message says so.
 template <class L>
 void check_labels(const char* loss, const Eigen::DenseBase<L>& labels, Eigen::Index n, Eigen::Index classes,
                   bool allow_ignore = false, long long ignore_index = 0) {
   require_integer_labels<L>();
+  if ((labels.rows() == 1 || labels.cols() == 1) && labels.size() != n && labels.size() == classes)
+    fail(loss, "labels", "expected a vector of length N = ", n, " (one label per column of the logits), got ", labels.size(),
+         ", the logits' row count: logits are C×N with classes as rows and samples as columns "
+         "(pass N×C logits as logits.transpose())");
   check_vector_length(loss, "labels", labels, n);
   for (Eigen::Index i = 0; i < n; ++i) {
     const long long y = static_cast<long long>(labels.derived().coeff(i));
@@ -69,6 +75,18 @@ void check_labels(const char* loss, const Eigen::DenseBase<L>& labels, Eigen::In
       fail(loss, "labels", "label ", y, " at sample ", i, " is outside [0, ", classes, ")");
     }
   }
+}
+
+/// A floating-point vector where labels would go: say what is expected
+/// instead of reporting a shape mismatch against C×N probabilities.
+template <class X, class T>
+void check_float_labels(const char* loss, const Eigen::DenseBase<X>& logits, const Eigen::DenseBase<T>& target) {
+  const bool vector = target.rows() == 1 || target.cols() == 1;
+  if (vector && (target.rows() != logits.rows() || target.cols() != logits.cols()))
+    fail(loss, "target", "a floating-point vector of shape ", target.rows(), "x", target.cols(),
+         " is neither integer labels nor probabilities: pass labels as an integer vector of length N = ",
+         logits.cols(), " (e.g. Eigen::VectorXi, or labels.cast<int>()) or probabilities as a C×N matrix (",
+         logits.rows(), "x", logits.cols(), ")");
 }
 
 template <class Scalar>
