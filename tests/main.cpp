@@ -46,4 +46,21 @@ void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
+// Every test case starts from the same generator state, so its data do not
+// depend on which test cases ran before it (a filter, a new test elsewhere).
+#if defined(LOSSKIT_CATCH3)
+#include <catch2/reporters/catch_reporter_event_listener.hpp>
+#include <catch2/reporters/catch_reporter_registrars.hpp>
+struct ReseedEachTest : Catch::EventListenerBase {
+  using Catch::EventListenerBase::EventListenerBase;
+  void testCaseStarting(Catch::TestCaseInfo const&) override { lktest::rng().seed(lktest::kSeed); }
+};
+#else
+struct ReseedEachTest : Catch::TestEventListenerBase {
+  using Catch::TestEventListenerBase::TestEventListenerBase;
+  void testCaseStarting(Catch::TestCaseInfo const&) override { lktest::rng().seed(lktest::kSeed); }
+};
+#endif
+CATCH_REGISTER_LISTENER(ReseedEachTest)
+
 int main(int argc, char* argv[]) { return Catch::Session().run(argc, argv); }

@@ -381,6 +381,72 @@ TEST_CASE("CrossEntropy summed over shards and divided by the global normaliser 
   CHECK(lktest::max_rel_err(g / global, g_full, 1e-15) < 1e-13);
 }
 
+TEST_CASE("CrossEntropy with sample weights: the weighted PyTorch definition, shards, gradient", "[ce][weights]") {
+  // Reference: ref_ce_labels (the long-double transcription) applied to one
+  // sample at a time gives ℓ_i and n_i = w_{y_i}; the weighted Mean is
+  // Σ r_i·ℓ_i / Σ r_i·n_i (torch: (cross_entropy(reduction='none') * r).sum()
+  // / (r * w[y]).sum()).
+  const Eigen::Index C = 6, N = 9;
+  const Eigen::MatrixXd x = lktest::normal(C, N);
+  Eigen::VectorXi y = lktest::labels(N, int(C));
+  y(2) = -100;
+  const Eigen::VectorXd w = lktest::uniform(C, 1, 0.2, 2.0);
+  Eigen::VectorXd r = lktest::uniform(N, 1, 0.0, 3.0);
+  r(4) = 0;
+  CrossEntropy<double> ce;
+  ce.class_weights = w;
+  ce.label_smoothing = 0.2;
+  ce.z_penalty = 1e-2;
+  long double num = 0, den = 0;
+  for (Eigen::Index i = 0; i < N; ++i) {
+    const RefCE one = ref_ce_labels(x.col(i), y.segment(i, 1), w, 0.2, 1e-2);
+    num += (long double)r(i) * (one.total + one.penalty);
+    den += (long double)r(i) * one.normaliser;
+  }
+  CHECK(ce(x, y, r) == Approx(double(num / den)).epsilon(1e-13));
+  CHECK(ce.normaliser(y, r) == Approx(double(den)).epsilon(1e-14));
+  Eigen::MatrixXd g;
+  CHECK(ce.value_and_gradient(x, y, r, g) == Approx(double(num / den)).epsilon(1e-13));
+  CHECK(g.col(2).isZero(0));  // ignored
+  CHECK(g.col(4).isZero(0));  // weight 0
+  expect_gradient("weighted CE", [&](const Eigen::MatrixXd& z) { return ce(z, y, r); }, x, g);
+
+  // Sharded: Sum per shard / the all-reduced weighted normaliser == the batch Mean.
+  CrossEntropy<double> shard = ce;
+  shard.reduction = Reduction::Sum;
+  const double global = shard.normaliser(y.head(4), r.head(4)) + shard.normaliser(y.tail(5), r.tail(5));
+  const double sum = shard(x.leftCols(4), y.head(4), r.head(4)) + shard(x.rightCols(5), y.tail(5), r.tail(5));
+  CHECK(sum / global == Approx(ce(x, y, r)).epsilon(1e-14));
+
+  // evaluate() with weights and no gradient reports the parts and the normaliser.
+  const auto parts = ce.evaluate(x, y, r, losskit::no_grad);
+  CHECK(parts.loss == Approx(double(num / den)).epsilon(1e-13));
+  CHECK(parts.cross_entropy + parts.z_penalty == Approx(parts.loss).epsilon(1e-14));
+  CHECK(parts.normaliser == Approx(double(den)).epsilon(1e-14));
+
+  // Probability targets: n_i = 1.
+  const Eigen::MatrixXd q = lktest::uniform(C, N, 0.0, 1.0);
+  const Eigen::VectorXd ps = ce.per_sample(x, q);
+  CHECK(ce(x, q, r) == Approx(r.dot(ps) / r.sum()).epsilon(1e-13));
+}
+
+TEST_CASE("CrossEntropy and BCE vector options take braced lists; pos_weight of length 1 broadcasts", "[ce][options]") {
+  CrossEntropy<float> ce;
+  ce.class_weights = {1.f, 1.f, 5.f};
+  CHECK(ce.class_weights.size() == 3);
+  CHECK(ce.class_weights(2) == 5.f);
+  ce.class_weights = Eigen::Vector3f(2.f, 1.f, 1.f);
+  CHECK(ce.class_weights(0) == 2.f);
+
+  const Eigen::MatrixXd x = lktest::normal(4, 5), t = lktest::uniform(4, 5);
+  BinaryCrossEntropyWithLogits<double> one, all;
+  one.pos_weight = {2.5};
+  all.pos_weight = Eigen::VectorXd::Constant(4, 2.5);
+  Eigen::MatrixXd g1, g4;
+  CHECK(one.value_and_gradient(x, t, g1) == Approx(all.value_and_gradient(x, t, g4)).epsilon(1e-15));
+  CHECK(lktest::max_rel_err(g1, g4) < 1e-15);
+}
+
 TEST_CASE("CrossEntropy parallel column loop agrees with per-column sums", "[ce]") {
   // 64 x 2048 exceeds the parallel threshold when built with OpenMP.
   const Eigen::MatrixXf x = lktest::normal<float>(64, 2048, 2.0);

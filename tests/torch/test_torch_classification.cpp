@@ -85,6 +85,87 @@ TEST_CASE("CrossEntropy with integer labels agrees with torch cross_entropy (wei
   }
 }
 
+// Sample weights r: torch has no such argument; the reference is its
+// reduction='none' loss times r, summed (Sum) or divided by Σ r_i·n_i (Mean,
+// n_i = w_{y_i}, 0 if ignored), differentiated by autograd.
+TEST_CASE("CrossEntropy and BCE with sample weights agree with torch's reduction='none' times the weights",
+          "[torch][ce][weights]") {
+  const int classes = 6, n = 30;
+  const Eigen::MatrixXd logits = lktest::normal(classes, n, 2.0);
+  const Eigen::VectorXd weights = lktest::uniform(classes, 1, 0.2, 2.0);
+  Eigen::VectorXd r = lktest::uniform(n, 1, 0.0, 3.0);
+  r(3) = 0;
+  Eigen::VectorXi labels = lktest::labels(n, classes);
+  for (int i = 0; i < n; i += 7) labels(i) = -100;
+  const torch::Tensor rt = lktorch::vector(r);
+  for (const double eps : {0.0, 0.2})
+    for (Reduction red : {Reduction::Mean, Reduction::Sum}) {
+      losskit::CrossEntropy<double> ce;
+      ce.reduction = red;
+      ce.label_smoothing = eps;
+      ce.class_weights = weights;
+      Eigen::MatrixXd grad;
+      const double v = ce.value_and_gradient(logits, labels, r, grad);
+      torch::Tensor x = lktorch::rows(logits, true);
+      const torch::Tensor y = lktorch::labels(labels);
+      const torch::Tensor w = lktorch::vector(weights);
+      const torch::Tensor none = F::cross_entropy(
+          x, y, F::CrossEntropyFuncOptions().weight(w).label_smoothing(eps).reduction(torch::kNone));
+      const torch::Tensor counted = (y != -100).to(torch::kDouble);
+      const torch::Tensor share = w.index({y.clamp_min(0)}) * counted;
+      torch::Tensor ref = (none * rt).sum();
+      if (red == Reduction::Mean) ref = ref / (rt * share).sum();
+      ref.backward();
+      INFO("weighted CrossEntropy, smoothing " << eps << ", reduction " << red);
+      CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+      CHECK(lktorch::grad_err(grad, lktorch::columns(x.grad())) < kTol);
+    }
+  {
+    const Eigen::MatrixXd q = lktest::uniform(classes, n);
+    losskit::CrossEntropy<double> ce;
+    ce.label_smoothing = 0.1;
+    Eigen::MatrixXd grad;
+    const double v = ce.value_and_gradient(logits, q, r, grad);
+    torch::Tensor x = lktorch::rows(logits, true);
+    const torch::Tensor none = F::cross_entropy(
+        x, lktorch::rows(q), F::CrossEntropyFuncOptions().label_smoothing(0.1).reduction(torch::kNone));
+    const torch::Tensor ref = (none * rt).sum() / rt.sum();
+    ref.backward();
+    CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+    CHECK(lktorch::grad_err(grad, lktorch::columns(x.grad())) < kTol);
+  }
+  for (Reduction red : {Reduction::Mean, Reduction::Sum}) {
+    const Eigen::MatrixXd targets = lktest::uniform(classes, n);
+    losskit::BinaryCrossEntropyWithLogits<double> bce;
+    bce.reduction = red;
+    bce.pos_weight = lktest::uniform(classes, 1, 0.5, 3.0);
+    Eigen::MatrixXd grad;
+    const double v = bce.value_and_gradient(logits, targets, r, grad);
+    torch::Tensor x = lktorch::rows(logits, true);
+    const torch::Tensor none = F::binary_cross_entropy_with_logits(
+        x, lktorch::rows(targets),
+        F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(lktorch::vector(Eigen::VectorXd(bce.pos_weight))).reduction(
+            torch::kNone));
+    torch::Tensor ref = (none.sum(1) * rt).sum();
+    if (red == Reduction::Mean) ref = ref / (double(classes) * rt.sum());
+    ref.backward();
+    INFO("weighted BCE, reduction " << red);
+    CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+    CHECK(lktorch::grad_err(grad, lktorch::columns(x.grad())) < kTol);
+  }
+  {
+    const Eigen::MatrixXd target = lktest::normal(classes, n);
+    Eigen::MatrixXd grad;
+    const double v = losskit::MSE<double>{}.value_and_gradient(logits, target, r, grad);
+    torch::Tensor x = lktorch::rows(logits, true);
+    const torch::Tensor none = torch::mse_loss(x, lktorch::rows(target), at::Reduction::None);
+    const torch::Tensor ref = (none.sum(1) * rt).sum() / (double(classes) * rt.sum());
+    ref.backward();
+    CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+    CHECK(lktorch::grad_err(grad, lktorch::columns(x.grad())) < kTol);
+  }
+}
+
 TEST_CASE("CrossEntropy with probability targets agrees with torch cross_entropy (weights, smoothing)", "[torch][ce]") {
   const int classes = 6, n = 25;
   const Eigen::MatrixXd logits = lktest::normal(classes, n, 2.0);
