@@ -53,6 +53,22 @@ void BM_CE_ValueGrad_AllOptions(benchmark::State& state) {
 }
 BENCHMARK(BM_CE_ValueGrad_AllOptions)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
 
+// Sample weights on top of plain labels: one more scale per column.
+void BM_CE_ValueGrad_SampleWeights(benchmark::State& state) {
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  const Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const Eigen::VectorXi labels = lkbench::random_labels(n, int(c));
+  const Eigen::VectorXf weights = lkbench::random_matrix<float>(n, 1, 1.0, 7).cwiseAbs();
+  Eigen::MatrixXf grad = Eigen::MatrixXf::Zero(c, n);  // touched: no page faults in the timing
+  losskit::CrossEntropy<float> ce;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(ce.value_and_gradient(logits, labels, weights, grad));
+    benchmark::ClobberMemory();
+  }
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_CE_ValueGrad_SampleWeights)->ArgsProduct({{10, 1000, 32000}, {256}})->UseRealTime();
+
 // Soft targets: one more C×N array read.
 void BM_CE_ValueGrad_Probabilities(benchmark::State& state) {
   const Eigen::Index c = state.range(0), n = state.range(1);

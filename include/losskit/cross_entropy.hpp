@@ -87,9 +87,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
 
  public:
   using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-
-  Reduction reduction = Reduction::Mean;
+  using typename Base::Vector;
   VectorOption<Scalar> class_weights;  ///< length C, finite, >= 0; empty (default) = all 1
   long long ignore_index = -100;       ///< label value whose samples are skipped (PyTorch's default)
   Scalar label_smoothing = 0;          ///< ε in [0, 1]
@@ -467,9 +465,7 @@ class BinaryCrossEntropyWithLogits
 
  public:
   using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-
-  Reduction reduction = Reduction::Mean;
+  using typename Base::Vector;
   VectorOption<Scalar> pos_weight;  ///< length D (or 1: the same for every output), finite, >= 0; empty = all 1
 
  private:

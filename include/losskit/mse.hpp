@@ -29,9 +29,7 @@ class MSE : public detail::ColumnLoss<MSE<Scalar_>, Scalar_> {
 
  public:
   using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-
-  Reduction reduction = Reduction::Mean;
+  using typename Base::Vector;
 
  private:
   using Acc = detail::acc_t<Scalar>;

@@ -137,6 +137,9 @@ class ColumnLoss {
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   static_assert(std::is_floating_point<Scalar>::value, "losskit: a loss's Scalar must be float or double");
 
+  /// Mean (default) divides by Σ s_i·n_i, Sum adds (see the file comment).
+  Reduction reduction = Reduction::Mean;
+
   template <class P, class T>
   Scalar operator()(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
     return totals(pred, target, UnitWeights{}, NoGrad{}).value();
