@@ -51,25 +51,6 @@ Scalar sigmoid(Scalar x) {
   return e / (Scalar(1) + e);
 }
 
-/// log(1 - exp(-a)) for a >= 0, accurate near both 0 and infinity
-/// (Maechler 2012, "Accurately computing log(1 - exp(-|a|))").
-template <class Scalar>
-Scalar log1mexp(Scalar a) {
-  using std::exp;
-  using std::expm1;
-  using std::log;
-  using std::log1p;
-  return a <= Scalar(0.693147180559945309) ? log(-expm1(-a)) : log1p(-exp(-a));
-}
-
-/// (x^p - 1)/p computed as expm1(p·log x)/p, with the p -> 0 limit log x.
-template <class Scalar>
-Scalar box_cox(Scalar log_x, Scalar p) {
-  using std::expm1;
-  if (p == Scalar(0)) return log_x;
-  return expm1(p * log_x) / p;
-}
-
 /// log Σ_k exp(x_k) of a vector expression, max-shifted. Returns -inf for an
 /// all -inf vector, +inf if any entry is +inf, NaN if any entry is NaN.
 template <class Derived>
