@@ -4,8 +4,9 @@
 # Uses sudo when not run as root.
 set -eu
 # zlib, Open MPI: the examples that read the shipped data sets and the
-# data-parallel example (skipped with a message when missing).
-pkgs="g++ cmake make libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenmpi-dev openmpi-bin"
+# data-parallel example (skipped with a message when missing); pkgconf
+# (pkg-config): the test that consumes the installed losskit.pc.
+pkgs="g++ cmake make pkgconf libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the losskit-vs-libtorch table and chart (docs/torch.md):
+# Regenerates the losskit-vs-libtorch table and chart (README, docs/torch.md):
 # builds the benchmark binary with the libtorch peers, runs the value+gradient
 # benchmarks, their reference kernels and their libtorch peers at 1 and 2
 # OpenMP threads, then prints the ratio table and writes the PNG chart.
