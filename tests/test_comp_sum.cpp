@@ -6,8 +6,10 @@
 #include <losskit/cross_entropy.hpp>
 #include <losskit/gradcheck.hpp>
 
+#include <sstream>
 #include <string>
 
+#include "sample_weight_checks.hpp"
 #include "test_util.hpp"
 
 using losskit::CompSum;
@@ -595,4 +597,74 @@ TEST_CASE("SmoothAdversarialCompSum non-finite perturbed logits give NaN or inf 
   CHECK(SmoothAdversarialCompSum<double>(1.0, 1.0).value_and_gradient(clean, adv, y, gc, ga) == kInf);
   adv(1, 0) = std::nan("");
   CHECK(std::isnan(SmoothAdversarialCompSum<double>(1.0, 1.0)(clean, adv, y)));
+}
+
+TEST_CASE("CompSum with sample weights is the s-weighted mean (or sum) of per_sample", "[comp_sum][weights]") {
+  const Eigen::MatrixXd x = lktest::normal(6, 7, 2.0);
+  const Eigen::VectorXi y = lktest::labels(7, 6);
+  for (double tau : kTaus) {
+    std::ostringstream what;
+    what << "CompSum tau " << tau;
+    lktest::check_sample_weights(CompSum<double>(tau), x, y, what.str());
+  }
+}
+
+TEST_CASE("SmoothAdversarialCompSum with sample weights: weighted per_sample, both gradients, zero and bad weights",
+          "[comp_sum][adversarial][weights]") {
+  const Eigen::MatrixXd clean = lktest::normal(5, 7, 2.0);
+  const Eigen::MatrixXd adv = clean + lktest::normal(5, 7, 0.5);
+  const Eigen::VectorXi y = lktest::labels(7, 5);
+  for (double tau : {0.5, 1.0, 2.0}) {
+    SmoothAdversarialCompSum<double> loss(tau, 1.5);
+    const Eigen::VectorXd per = loss.per_sample(clean, adv, y);
+    for (bool zeros : {false, true}) {
+      const Eigen::VectorXd s = lktest::random_weights(7, zeros);
+      for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+        loss.reduction = r;
+        INFO("SmoothAdversarialCompSum tau " << tau << ", " << r << (zeros ? ", some weights 0" : ", positive weights"));
+        const lktest::WeightedReference ref = lktest::weighted_reference(per, s, r == Reduction::Mean);
+        const double v = loss(clean, adv, y, s);
+        CHECK(std::abs(v - ref.value) <= 1e-13 * ref.magnitude);
+        Eigen::MatrixXd gc, ga;
+        CHECK(loss.value_and_gradient(clean, adv, y, s, gc, ga) == Approx(v).epsilon(1e-14));
+        for (Eigen::Index i = 0; i < 7; ++i)
+          if (s(i) == 0) CHECK((gc.col(i).isZero(0) && ga.col(i).isZero(0)));
+        const auto rc = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, adv, y, s); }, clean, gc);
+        const auto ra = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(clean, z, y, s); }, adv, ga);
+        INFO("clean " << rc.report() << "; adv " << ra.report());
+        CHECK(rc.passed);
+        CHECK(ra.passed);
+      }
+    }
+    Eigen::MatrixXd gc = lktest::sentinel(5, 7), ga = lktest::sentinel(5, 7);
+    CHECK(loss.value_and_gradient(clean, adv, y, Eigen::VectorXd::Zero(7), gc, ga) == 0.0);
+    CHECK((gc.isZero(0) && ga.isZero(0)));
+    CHECK(loss(clean, adv, y, Eigen::VectorXd::Zero(7)) == 0.0);
+    CHECK(loss(clean, adv, y, Eigen::VectorXd::Ones(7)) == Approx(loss(clean, adv, y)).epsilon(1e-14));
+    for (const auto& bad : lktest::bad_weights(7)) {
+      INFO("SmoothAdversarialCompSum tau " << tau << ": " << bad.first);
+      gc = lktest::sentinel(5, 7);
+      ga = lktest::sentinel(5, 7);
+      CHECK_THROWS_AS(loss.value_and_gradient(clean, adv, y, bad.second, gc, ga), losskit::Error);
+      CHECK_THROWS_WITH(loss.value_and_gradient(clean, adv, y, bad.second, gc, ga), lktest::Contains("sample_weights"));
+      CHECK_THROWS_WITH(loss(clean, adv, y, bad.second), lktest::Contains("SmoothAdversarialCompSum: sample_weights"));
+      CHECK(lktest::untouched(gc, 5, 7));
+      CHECK(lktest::untouched(ga, 5, 7));
+    }
+  }
+}
+
+TEST_CASE("SmoothAdversarialCompSum with sample weights allocates nothing with presized gradients",
+          "[comp_sum][adversarial][weights][alloc]") {
+  const Eigen::MatrixXf clean = lktest::normal<float>(50, 40, 2.0);
+  const Eigen::MatrixXf adv = clean + lktest::normal<float>(50, 40, 0.2);
+  const Eigen::VectorXi y = lktest::labels(40, 50);
+  const Eigen::VectorXf s = lktest::random_weights(40, true).cast<float>();
+  const SmoothAdversarialCompSum<float> loss(0.5f, 1.0f);
+  Eigen::MatrixXf gc(50, 40), ga(50, 40);
+  lktest::AllocationCounter counter;
+  const float v = loss.value_and_gradient(clean, adv, y, s, gc, ga);
+  const float v2 = loss(clean, adv, y, s);
+  CHECK(counter.count() == 0);
+  CHECK(v == Approx(v2).epsilon(1e-6));
 }

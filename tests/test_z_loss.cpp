@@ -4,6 +4,9 @@
 #include <losskit/gradcheck.hpp>
 #include <losskit/z_loss.hpp>
 
+#include <sstream>
+
+#include "sample_weight_checks.hpp"
 #include "test_util.hpp"
 
 using losskit::Reduction;
@@ -263,4 +266,27 @@ TEST_CASE("ZLoss gives NaN for a column with non-finite outputs, without throwin
   CHECK(std::isnan(ZLoss<double>{}.value_and_gradient(out, labels, g)));
   CHECK(g.col(0).array().isNaN().all());
   CHECK(g.col(2).allFinite());
+}
+
+TEST_CASE("ZLoss with sample weights is the s-weighted mean (or sum) of per_sample", "[z_loss][weights]") {
+  const Eigen::MatrixXd out = lktest::normal(6, 7, 2.0);
+  const Eigen::VectorXi labels = lktest::labels(7, 6);
+  for (double a : {1.0, 3.0})
+    for (double b : {0.0, 0.5}) {
+      ZLoss<double> z;
+      z.a = a;
+      z.b = b;
+      std::ostringstream what;
+      what << "ZLoss a " << a << " b " << b;
+      lktest::check_sample_weights(z, out, labels, what.str());
+    }
+}
+
+TEST_CASE("ZLoss per_sample over a batch large enough for the parallel loop equals one column at a time",
+          "[z_loss][parallel]") {
+  const Eigen::MatrixXd out = lktest::normal(200, 400, 2.0);
+  const Eigen::VectorXi labels = lktest::labels(400, 200);
+  const ZLoss<double> z;
+  const Eigen::VectorXd per = z.per_sample(out, labels);
+  for (Eigen::Index j = 0; j < 400; ++j) CHECK(per(j) == z.per_sample(out.col(j), labels.segment(j, 1))(0));
 }

@@ -36,6 +36,10 @@
 /// Conventions: logits are C×N (samples are columns), labels an integer
 /// vector of length N with values in [0, C) (no ignore_index). Reduction
 /// Mean (default) divides the summed loss by N; Sum returns the sum.
+/// Sample weights s_i (finite, >= 0; both functors, see core/functor.hpp):
+/// Sum = Σ_i s_i·ℓ_i, Mean = Σ_i s_i·ℓ_i / Σ_i s_i (each sample's share of
+/// the normaliser is n_i = 1); all weights 0 give 0 and zero gradients, and
+/// a sample of weight 0 is not evaluated. per_sample gives the unweighted ℓ_i.
 ///
 /// Non-finite logits never throw. −inf at a non-label class means
 /// probability 0 (finite result); −inf at the label gives value +inf for
@@ -49,6 +53,7 @@
 #include <limits>
 
 #include "core/checks.hpp"
+#include "core/functor.hpp"
 #include "core/numerics.hpp"
 #include "core/parallel.hpp"
 #include "core/reduction.hpp"
@@ -71,22 +76,20 @@ Scalar comp_sum_from_log_p(Scalar log_p, Scalar tau) {
 }
 
 /// One sample of a comp-sum loss: returns ℓ^τ of the logits column x with
-/// label y and, if WithGrad, writes factor·p_y^{τ−1}·(p − e_y) into g.
+/// label y and, unless g is NoGrad, writes factor·p_y^{τ−1}·(p − e_y) into g.
 /// The gradient is w·e with w = factor·p_y^{τ−1}/Σe (e = exp(x − max x)),
 /// and −w·Σ_{k≠y} e_k at the label; p_y^{τ−1} <= 1/p_y = 1 + ℓ^0 keeps it
 /// finite wherever the value is.
-template <bool WithGrad, class X, class G>
+template <class X, class G>
 typename X::Scalar comp_sum_column(const Eigen::MatrixBase<X>& x, Eigen::Index y, typename X::Scalar tau,
-                                   typename X::Scalar factor, const Eigen::MatrixBase<G>& g_out) {
+                                   typename X::Scalar factor, G&& g) {
   using Scalar = typename X::Scalar;
   using std::exp;
-  if constexpr (!WithGrad) {
+  if constexpr (!wants_grad<G>) {
     (void)factor;
-    (void)g_out;
     const Scalar lse = log_sum_exp(x);
     return comp_sum_from_log_p(Scalar(x.coeff(y) - lse), tau);
   } else {
-    G& g = const_cast<G&>(g_out.derived());
     Scalar sum_e;
     const Scalar lse = shifted_exp(x, g, sum_e);
     const Scalar log_p = x.coeff(y) - lse;
@@ -102,31 +105,28 @@ typename X::Scalar comp_sum_column(const Eigen::MatrixBase<X>& x, Eigen::Index y
 }
 
 /// ‖d‖₂ of a vector expression, scaled by max|d_k| so that no finite d
-/// overflows or underflows. If `unit` is given (WithUnit), writes d/‖d‖ into
-/// it (0 when d = 0). Non-finite d gives NaN or inf.
-template <bool WithUnit, class D, class U>
-typename D::Scalar scaled_norm(const Eigen::MatrixBase<D>& d, const Eigen::MatrixBase<U>& unit_out) {
+/// overflows or underflows. Unless `unit` is NoGrad, writes d/‖d‖ into it
+/// (0 when d = 0). Non-finite d gives NaN or inf.
+template <class D, class U>
+typename D::Scalar scaled_norm(const Eigen::MatrixBase<D>& d, U&& unit) {
   using Scalar = typename D::Scalar;
-  using std::sqrt;
+  constexpr bool kUnit = wants_grad<U>;
   const Scalar scale = d.cwiseAbs().template maxCoeff<Eigen::PropagateNaN>();
   if (scale == Scalar(0)) {
-    if constexpr (WithUnit) const_cast<U&>(unit_out.derived()).setZero();
+    if constexpr (kUnit) unit.setZero();
     return Scalar(0);
   }
   if (!(scale < std::numeric_limits<Scalar>::infinity())) {  // inf or NaN
-    if constexpr (WithUnit)
-      const_cast<U&>(unit_out.derived()).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+    if constexpr (kUnit) unit.setConstant(std::numeric_limits<Scalar>::quiet_NaN());
     return std::isnan(d.sum()) ? std::numeric_limits<Scalar>::quiet_NaN() : scale;
   }
   const Scalar inv_scale = Scalar(1) / scale;
-  if constexpr (WithUnit) {
-    U& u = const_cast<U&>(unit_out.derived());
-    u = d * inv_scale;
-    const Scalar r = u.norm();  // in [1, sqrt(C)]
-    u /= r;
+  if constexpr (kUnit) {
+    unit = d * inv_scale;
+    const Scalar r = unit.norm();  // in [1, sqrt(C)]
+    unit /= r;
     return scale * r;
   } else {
-    (void)unit_out;
     return scale * (d * inv_scale).norm();
   }
 }
@@ -136,16 +136,17 @@ typename D::Scalar scaled_norm(const Eigen::MatrixBase<D>& d, const Eigen::Matri
 /// Comp-sum loss ℓ^τ (see the file comment). `tau` >= 0, default 1
 /// (cross-entropy). Named members: sum_exponential() (τ = 0),
 /// cross_entropy() (τ = 1), generalized_cross_entropy(q) (τ = 1 + q),
-/// mean_absolute_error() (τ = 2).
+/// mean_absolute_error() (τ = 2). The calls (logits, labels[, sample_weights])
+/// come from detail::ColumnLoss (core/functor.hpp).
 template <class Scalar_>
-class CompSum {
+class CompSum : public detail::ColumnLoss<CompSum<Scalar_>, Scalar_> {
+  friend detail::ColumnLoss<CompSum, Scalar_>;
+
  public:
   using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-  static_assert(std::is_floating_point<Scalar>::value, "losskit::CompSum: Scalar must be float or double");
 
-  Scalar tau = Scalar(1);               ///< τ >= 0, finite
-  Reduction reduction = Reduction::Mean;  ///< Mean divides by N
+  Scalar tau = Scalar(1);                 ///< τ >= 0, finite
+  Reduction reduction = Reduction::Mean;  ///< Mean divides by Σ s_i (N without weights)
 
   CompSum() = default;
   explicit CompSum(Scalar tau_, Reduction reduction_ = Reduction::Mean) : tau(tau_), reduction(reduction_) {}
@@ -159,71 +160,34 @@ class CompSum {
   /// τ = 2: 1 − p_y.
   static CompSum mean_absolute_error() { return CompSum(Scalar(2)); }
 
-  template <class P, class L>
-  Scalar operator()(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    check(logits, labels);
-    const detail::eval_t<L> y(labels.derived());
-    detail::check_labels("CompSum", y, logits.cols(), logits.rows());
-    const detail::eval_t<P> x(logits.derived());
-    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;  // empty: no allocation
-    return run<false>(x, y, none);
-  }
-
-  template <class P, class L, class G>
-  Scalar value_and_gradient(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels,
-                            const Eigen::DenseBase<G>& grad) const {
-    check(logits, labels);
-    detail::check_output("CompSum", "grad", grad, logits.rows(), logits.cols());
-    const detail::eval_t<L> y(labels.derived());
-    detail::check_labels("CompSum", y, logits.cols(), logits.rows());
-    const detail::eval_t<P> x(logits.derived());
-    G& g = detail::prepare_output("CompSum", "grad", grad, logits.rows(), logits.cols());
-    return run<true>(x, y, g);
-  }
-
-  template <class P, class L>
-  Vector per_sample(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    check(logits, labels);
-    const detail::eval_t<L> y(labels.derived());
-    detail::check_labels("CompSum", y, logits.cols(), logits.rows());
-    const detail::eval_t<P> x(logits.derived());
-    Vector out(x.cols());
-    detail::column_for(x.cols(), x.rows(), [&](Eigen::Index j) {
-      out(j) = detail::comp_sum_column<false>(x.matrix().col(j), Eigen::Index(y.coeff(j)), tau, Scalar(1), out);
-    });
-    return out;
-  }
-
  private:
   using Acc = detail::acc_t<Scalar>;
+  static constexpr const char* kName = "CompSum";
 
-  template <class P, class L>
-  void check(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    detail::require_scalar<Scalar, P>();
+  struct Context {};
+
+  template <class X, class L>
+  Context prepare(const X& logits, const L& labels) const {
     detail::require_integer_labels<L>();
-    detail::check_non_negative("CompSum", "tau", tau);
-    detail::check_not_empty("CompSum", "logits", logits);
-    detail::check_vector_length("CompSum", "labels", labels, logits.cols());
+    detail::check_non_negative(kName, "tau", tau);
+    detail::check_not_empty(kName, "logits", logits);
+    detail::check_vector_length(kName, "labels", labels, logits.cols());
+    detail::check_labels(kName, labels, logits.cols(), logits.rows());
+    return {};
   }
 
-  template <bool WithGrad, class P, class L, class G>
-  Scalar run(const P& x, const L& y, G& g) const {
-    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(x.cols()));
-    const Acc total = detail::column_sum<Acc>(x.cols(), x.rows(), [&](Eigen::Index j) {
-      const Eigen::Index label = Eigen::Index(y.coeff(j));
-      if constexpr (WithGrad)
-        return Acc(detail::comp_sum_column<true>(x.matrix().col(j), label, tau, factor, g.matrix().col(j)));
-      else
-        return Acc(detail::comp_sum_column<false>(x.matrix().col(j), label, tau, factor, g));
-    });
-    return static_cast<Scalar>(total * static_cast<Acc>(factor));
+  template <class X, class L, class G>
+  Acc column(Context, const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
+    return Acc(detail::comp_sum_column(logits.matrix().col(j), Eigen::Index(labels.coeff(j)), tau, factor, grad));
   }
 };
 
 /// Smooth adversarial comp-sum loss ℓ^τ(h, y) + ν·‖Δ(h') − Δ(h)‖₂ (see the
-/// file comment). Call as (clean_logits, adv_logits, labels);
-/// value_and_gradient(clean_logits, adv_logits, labels, grad_clean, grad_adv)
-/// writes the gradient for both logit matrices (two distinct outputs).
+/// file comment). Call as (clean_logits, adv_logits, labels[, sample_weights]);
+/// value_and_gradient(clean_logits, adv_logits, labels[, sample_weights],
+/// grad_clean, grad_adv) writes the gradient for both logit matrices (two
+/// distinct outputs). Three inputs and two gradients do not fit
+/// detail::ColumnLoss; the calls are written on the same core pieces.
 template <class Scalar_>
 class SmoothAdversarialCompSum {
  public:
@@ -232,9 +196,9 @@ class SmoothAdversarialCompSum {
   static_assert(std::is_floating_point<Scalar>::value,
                 "losskit::SmoothAdversarialCompSum: Scalar must be float or double");
 
-  Scalar tau = Scalar(1);               ///< τ >= 0 of the comp-sum term
-  Scalar nu = Scalar(1);                ///< ν >= 0, weight of the smooth term
-  Reduction reduction = Reduction::Mean;  ///< Mean divides by N
+  Scalar tau = Scalar(1);                 ///< τ >= 0 of the comp-sum term
+  Scalar nu = Scalar(1);                  ///< ν >= 0, weight of the smooth term
+  Reduction reduction = Reduction::Mean;  ///< Mean divides by Σ s_i (N without weights)
 
   SmoothAdversarialCompSum() = default;
   SmoothAdversarialCompSum(Scalar tau_, Scalar nu_, Reduction reduction_ = Reduction::Mean)
@@ -243,44 +207,40 @@ class SmoothAdversarialCompSum {
   template <class P, class A, class L>
   Scalar operator()(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
                     const Eigen::DenseBase<L>& labels) const {
-    check(clean_logits, adv_logits, labels);
-    const detail::eval_t<L> y(labels.derived());
-    detail::check_labels(kName, y, clean_logits.cols(), clean_logits.rows());
-    const detail::eval_t<P> c(clean_logits.derived());
-    const detail::eval_t<A> a(adv_logits.derived());
-    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;
-    return run<false>(c, a, y, none, none);
+    return total(clean_logits, adv_logits, labels, detail::UnitWeights{}, no_grad, no_grad);
+  }
+
+  template <class P, class A, class L, class W>
+  Scalar operator()(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
+                    const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<W>& sample_weights) const {
+    return total(clean_logits, adv_logits, labels, sample_weights, no_grad, no_grad);
   }
 
   template <class P, class A, class L, class GC, class GA>
   Scalar value_and_gradient(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
                             const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<GC>& grad_clean,
                             const Eigen::DenseBase<GA>& grad_adv) const {
-    check(clean_logits, adv_logits, labels);
-    const Eigen::Index rows = clean_logits.rows(), cols = clean_logits.cols();
-    detail::check_output(kName, "grad_clean", grad_clean, rows, cols);
-    detail::check_output(kName, "grad_adv", grad_adv, rows, cols);
-    const detail::eval_t<L> y(labels.derived());
-    detail::check_labels(kName, y, cols, rows);
-    const detail::eval_t<P> c(clean_logits.derived());
-    const detail::eval_t<A> a(adv_logits.derived());
-    GC& gc = detail::prepare_output(kName, "grad_clean", grad_clean, rows, cols);
-    GA& ga = detail::prepare_output(kName, "grad_adv", grad_adv, rows, cols);
-    return run<true>(c, a, y, gc, ga);
+    return total(clean_logits, adv_logits, labels, detail::UnitWeights{}, grad_clean, grad_adv);
   }
 
+  template <class P, class A, class L, class W, class GC, class GA>
+  Scalar value_and_gradient(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
+                            const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<W>& sample_weights,
+                            const Eigen::DenseBase<GC>& grad_clean, const Eigen::DenseBase<GA>& grad_adv) const {
+    return total(clean_logits, adv_logits, labels, sample_weights, grad_clean, grad_adv);
+  }
+
+  /// The unreduced, unweighted per-sample values.
   template <class P, class A, class L>
   Vector per_sample(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
                     const Eigen::DenseBase<L>& labels) const {
-    check(clean_logits, adv_logits, labels);
-    const detail::eval_t<L> y(labels.derived());
-    detail::check_labels(kName, y, clean_logits.cols(), clean_logits.rows());
     const detail::eval_t<P> c(clean_logits.derived());
     const detail::eval_t<A> a(adv_logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    check(c, a, y);
     Vector out(c.cols());
-    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;
-    detail::column_for(c.cols(), c.rows(), [&](Eigen::Index j) {
-      out(j) = column<false>(c, a, Eigen::Index(y.coeff(j)), j, Scalar(1), none, none);
+    detail::column_for(c.cols(), 2 * c.rows(), [&](Eigen::Index j) {
+      out(j) = column(c, a, Eigen::Index(y.coeff(j)), j, Scalar(1), no_grad, no_grad);
     });
     return out;
   }
@@ -289,10 +249,9 @@ class SmoothAdversarialCompSum {
   using Acc = detail::acc_t<Scalar>;
   static constexpr const char* kName = "SmoothAdversarialCompSum";
 
-  template <class P, class A, class L>
-  void check(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
-             const Eigen::DenseBase<L>& labels) const {
-    detail::require_scalar<Scalar, P>();
+  template <class C, class A, class L>
+  void check(const C& clean_logits, const A& adv_logits, const L& labels) const {
+    detail::require_scalar<Scalar, C>();
     detail::require_scalar<Scalar, A>();
     detail::require_integer_labels<L>();
     detail::check_non_negative(kName, "tau", tau);
@@ -300,38 +259,60 @@ class SmoothAdversarialCompSum {
     detail::check_not_empty(kName, "clean_logits", clean_logits);
     detail::check_same_shape(kName, "adv_logits", clean_logits, adv_logits);
     detail::check_vector_length(kName, "labels", labels, clean_logits.cols());
+    detail::check_labels(kName, labels, clean_logits.cols(), clean_logits.rows());
   }
 
-  template <bool WithGrad, class C, class A, class GC, class GA>
-  Scalar column(const C& c, const A& a, Eigen::Index label, Eigen::Index j, Scalar factor, GC& gc, GA& ga) const {
+  // Every check, then Σ_j s_j·ℓ̃_j reduced; W is UnitWeights or a weight
+  // vector, GC and GA NoGrad or writable gradients (both or neither).
+  template <class P, class A, class L, class W, class GC, class GA>
+  Scalar total(const Eigen::DenseBase<P>& clean_logits, const Eigen::DenseBase<A>& adv_logits,
+               const Eigen::DenseBase<L>& labels, const W& sample_weights, const GC& grad_clean,
+               const GA& grad_adv) const {
+    const detail::eval_t<P> c(clean_logits.derived());
+    const detail::eval_t<A> a(adv_logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    check(c, a, y);
+    const Eigen::Index rows = c.rows(), n = c.cols();
+    decltype(auto) s = detail::eval_weights(sample_weights);
+    if constexpr (detail::is_weighted<W>) detail::check_sample_weights<Scalar>(kName, s, n);
+    if constexpr (detail::wants_grad<GC>) {
+      detail::check_output(kName, "grad_clean", grad_clean, rows, n);
+      detail::check_output(kName, "grad_adv", grad_adv, rows, n);
+    }
+    const Scalar factor = detail::reduction_factor<Scalar>(reduction, detail::weight_total<Acc>(s, n));
+    auto&& gc = detail::prepare_grad(kName, "grad_clean", grad_clean, rows, n);
+    auto&& ga = detail::prepare_grad(kName, "grad_adv", grad_adv, rows, n);
+    const Acc sum = detail::weighted_column_sum<Acc>(
+        n, 2 * rows, s, factor,
+        [&](Eigen::Index j, Scalar f) {
+          return column(c, a, Eigen::Index(y.coeff(j)), j, f, gc.matrix().col(j), ga.matrix().col(j));
+        },
+        [&](Eigen::Index j) {
+          if constexpr (detail::wants_grad<GC>) {
+            gc.matrix().col(j).setZero();
+            ga.matrix().col(j).setZero();
+          }
+        });
+    return static_cast<Scalar>(sum * static_cast<Acc>(factor));
+  }
+
+  // One sample: ℓ̃_j and, unless the gradients are NoGrad, factor·∂ℓ̃_j/∂h
+  // into g_clean and factor·∂ℓ̃_j/∂h' into g_adv.
+  template <class C, class A, class GC, class GA>
+  Scalar column(const C& c, const A& a, Eigen::Index label, Eigen::Index j, Scalar factor, GC&& g_clean,
+                GA&& g_adv) const {
     const Scalar shift = a.coeff(label, j) - c.coeff(label, j);
-    auto d = ((a.matrix().col(j) - c.matrix().col(j)).array() - shift).matrix();
-    if constexpr (WithGrad) {
-      auto g_adv = ga.matrix().col(j);
-      auto g_clean = gc.matrix().col(j);
-      const Scalar n = detail::scaled_norm<true>(d, g_adv);  // g_adv = d/n
+    const auto d = ((a.matrix().col(j) - c.matrix().col(j)).array() - shift).matrix();
+    const Scalar n = detail::scaled_norm(d, g_adv);  // g_adv = d/n
+    if constexpr (detail::wants_grad<GA>) {
       const Scalar s = g_adv.sum();
       const Scalar nf = nu * factor;
       g_adv *= nf;
       g_adv.coeffRef(label) = -nf * s;  // d_y = 0
-      const Scalar loss = detail::comp_sum_column<true>(c.matrix().col(j), label, tau, factor, g_clean);
-      g_clean -= g_adv;
-      return loss + nu * n;
-    } else {
-      (void)gc;
-      (void)ga;
-      const Scalar n = detail::scaled_norm<false>(d, d);
-      return detail::comp_sum_column<false>(c.matrix().col(j), label, tau, factor, d) + nu * n;
     }
-  }
-
-  template <bool WithGrad, class C, class A, class L, class GC, class GA>
-  Scalar run(const C& c, const A& a, const L& y, GC& gc, GA& ga) const {
-    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(c.cols()));
-    const Acc total = detail::column_sum<Acc>(c.cols(), 2 * c.rows(), [&](Eigen::Index j) {
-      return Acc(column<WithGrad>(c, a, Eigen::Index(y.coeff(j)), j, factor, gc, ga));
-    });
-    return static_cast<Scalar>(total * static_cast<Acc>(factor));
+    const Scalar loss = detail::comp_sum_column(c.matrix().col(j), label, tau, factor, g_clean);
+    if constexpr (detail::wants_grad<GC>) g_clean -= g_adv;
+    return loss + nu * n;
   }
 };
 

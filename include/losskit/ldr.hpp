@@ -7,6 +7,13 @@
 ///   z_k = c·[k ≠ y] + f_k − f_y                      (z_y = 0)
 ///   lse_u(v) = log((1/C)·Σ_k exp(v_k))               (log-mean-exp)
 ///
+/// Layout: logits C×N (samples are columns), labels any integer vector of
+/// length N in [0, C). Reduction Mean (default) divides by N, Sum adds.
+/// Sample weights s_i (finite, >= 0; see core/functor.hpp): Sum = Σ_i s_i·ψ_i,
+/// Mean = Σ_i s_i·ψ_i / Σ_i s_i (each sample's share of the normaliser is
+/// n_i = 1); all weights 0 give 0 and a zero gradient, and a sample of weight
+/// 0 is not evaluated. per_sample gives the unweighted ψ_i.
+///
 /// LDRKL<S> (options `lambda` > 0, default 1; `margin`, default 0.1):
 ///   ψ = λ·lse_u(z/λ) = max_{p ∈ Δ_C} Σ_k p_k z_k − λ·KL(p, uniform)
 ///   ∂ψ/∂f = softmax(z/λ) − e_y                        (no 1/λ factor)
@@ -53,8 +60,6 @@
 /// classes) instead of the raw logits s. Gradient (exact chain rule):
 ///   ∂ψ/∂s_j = σ(s_j)/m · (G_j − (1/C)·Σ_k G_k f_k),  G = ∂ψ/∂f,  m = mean softplus(s).
 ///
-/// Layout: logits C×N (samples are columns), labels any integer vector of
-/// length N in [0, C). Reduction Mean (default) divides by N, Sum adds.
 /// Non-finite logits never throw or hang: NaN anywhere in a column, +inf on
 /// a non-target class or −inf on the target make that sample's loss and
 /// gradient NaN; −inf on a non-target class removes that class (its weight
@@ -70,6 +75,7 @@
 #include <limits>
 
 #include "core/checks.hpp"
+#include "core/functor.hpp"
 #include "core/numerics.hpp"
 #include "core/parallel.hpp"
 #include "core/reduction.hpp"
@@ -77,6 +83,14 @@
 namespace losskit {
 namespace detail {
 namespace ldr {
+
+/// The checks both losses make after those of their λ options.
+template <class Scalar, class X, class L>
+void check_inputs(const char* loss, Scalar margin, const X& logits, const L& labels) {
+  check_finite(loss, "margin", margin);
+  check_not_empty(loss, "logits", logits);
+  check_labels(loss, labels, logits.cols(), logits.rows());
+}
 
 /// Moments of e_k = exp(w_k/λ) over one column, w = z − max z ∈ [−R, 0]:
 /// S0 = Σ e, S1 = Σ e·w, S2 = Σ e·w².
@@ -152,80 +166,19 @@ class Column {
   Scalar zmax() const { return zmax_; }
   Scalar range() const { return zmax_ - zmin_; }
 
-  /// Moments at λ; writes e_k into `e_out` (a column of the gradient) when
-  /// Store. With Full = false only S0 is formed.
-  template <bool Store, bool Full, class E>
-  Moments<Acc> moments(Scalar lambda, E&& e_out) const {
-    Moments<Acc> m;
+  /// Moments at λ; writes e_k into `e_out` (a column of the gradient) unless
+  /// it is NoGrad. With Full = false only S0 is formed.
+  template <bool Full, class E>
+  Moments<Acc> moments(Scalar lambda, E& e_out) const {
     const Scalar inv = Scalar(1) / lambda;
-    if constexpr (!Full) {
-      if (!normalize_) {
-        // LDR-KL on raw logits: exp straight from the logits into the
-        // gradient, no score buffer (the hot path; as cheap as softmax).
-        using std::exp;
-        const Scalar e_y = exp(-zmax_ * inv);
-        if constexpr (Store) {
-          for (Eigen::Index start = 0; start < c_; start += kFastBlock) {
-            const Eigen::Index len = std::min(kFastBlock, c_ - start);
-            e_out.segment(start, len).array() = ((s_.segment(start, len).array() - shift_).min(Scalar(0)) * inv).exp();
-            if (y_ >= start && y_ < start + len) e_out.coeffRef(y_) = e_y;
-            m.s0 += static_cast<Acc>(e_out.segment(start, len).sum());
-          }
-        } else {
-          Buffer e;
-          for (Eigen::Index start = 0; start < c_; start += kBlock) {
-            const Eigen::Index len = std::min(kBlock, c_ - start);
-            e = ((s_.segment(start, len).array() - shift_).min(Scalar(0)) * inv).exp();
-            if (y_ >= start && y_ < start + len) e(y_ - start) = e_y;
-            m.s0 += static_cast<Acc>(e.sum());
-          }
-        }
-        return m;
-      }
-    } else {
-      if (!normalize_) {
-        // ALDR-KL on raw logits: the same, with S1 and S2 formed while the
-        // block is in L1. The target's entry is corrected afterwards.
-        using std::exp;
-        const Scalar e_y = exp(-zmax_ * inv);
-        const Scalar w_y_wrong = std::max(s_.coeff(y_) - shift_, Scalar(-kBig));
-        if constexpr (Store) {
-          for (Eigen::Index start = 0; start < c_; start += kFastBlock) {
-            const Eigen::Index len = std::min(kFastBlock, c_ - start);
-            raw_block_moments(start, len, inv, e_y, e_out.segment(start, len).array(), m);
-          }
-        } else {
-          Buffer e;
-          for (Eigen::Index start = 0; start < c_; start += kBlock) {
-            const Eigen::Index len = std::min(kBlock, c_ - start);
-            e.resize(len);
-            raw_block_moments(start, len, inv, e_y, e, m);
-          }
-        }
-        m.s1 += Acc(e_y) * (Acc(-zmax_) - Acc(w_y_wrong));
-        m.s2 += Acc(e_y) * (Acc(zmax_) * Acc(zmax_) - Acc(w_y_wrong) * Acc(w_y_wrong));
-        return m;
-      }
-    }
-    Buffer w, e;
-    for (Eigen::Index start = 0; start < c_; start += kBlock) {
-      const Eigen::Index len = std::min(kBlock, c_ - start);
-      scores_block(start, len, w);
-      e = (w * inv).exp();
-      // A −inf score has weight 0 at every λ; finite stand-in keeps e·w and e·w² at 0, not NaN.
-      if constexpr (Full) w = (w == -kInf).select(Scalar(-kBig), w);
-      m.s0 += static_cast<Acc>(e.sum());
-      if constexpr (Full) {
-        m.s1 += static_cast<Acc>((e * w).sum());
-        m.s2 += static_cast<Acc>((e * w.square()).sum());
-      }
-      if constexpr (Store) e_out.segment(start, len).array() = e;
-    }
-    (void)e_out;
-    return m;
+    if (normalize_) return scored_moments<Full>(inv, e_out);
+    if constexpr (Full)
+      return raw_moments(inv, e_out);
+    else
+      return raw_s0(inv, e_out);
   }
 
-  /// Turns e (stored in `g` by moments<true>) into factor·∂ψ/∂logits, where
+  /// Turns e (stored in `g` by moments()) into factor·∂ψ/∂logits, where
   /// ∂ψ/∂f = e/S0 − e_y.
   template <class G>
   void finish_gradient(G&& g, Acc s0, Scalar factor) const {
@@ -254,22 +207,91 @@ class Column {
   }
 
  private:
-  // Every non-target w = s − shift is <= 0 (shift holds max z), but its
-  // rounding error (about ε·|shift|) is multiplied by 1/λ: the exponent is
-  // clamped at 0 so that a tiny λ cannot make exp overflow (found by fuzzing,
-  // λ = 1e-30). The target's entry is replaced by e_y anyway.
-  // e = exp((s − shift)/λ) with e_y set to exp(−max z/λ); the moments use
-  // w = s − shift for every entry (the caller corrects the target's term)
-  // with −inf clamped to a finite stand-in so that e·w stays 0, not NaN.
+  // Runs f(start, len, e) over the column block by block, e the block's
+  // slice of the gradient column (kFastBlock long), or with NoGrad an
+  // L1-sized buffer (kBlock long).
+  template <class E, class F>
+  void blocks(E& e_out, F&& f) const {
+    if constexpr (wants_grad<E>) {
+      for (Eigen::Index start = 0; start < c_; start += kFastBlock) {
+        const Eigen::Index len = std::min(kFastBlock, c_ - start);
+        f(start, len, e_out.segment(start, len).array());
+      }
+    } else {
+      Buffer e;
+      for (Eigen::Index start = 0; start < c_; start += kBlock) {
+        const Eigen::Index len = std::min(kBlock, c_ - start);
+        e.resize(len);
+        f(start, len, e);
+      }
+    }
+  }
+
+  // LDR-KL on raw logits: exp straight from the logits into the gradient,
+  // no score buffer (the hot path; as cheap as softmax).
+  template <class E>
+  Moments<Acc> raw_s0(Scalar inv, E& e_out) const {
+    using std::exp;
+    Moments<Acc> m;
+    const Scalar e_y = exp(-zmax_ * inv);
+    blocks(e_out, [&](Eigen::Index start, Eigen::Index len, auto&& e) { m.s0 += raw_block_exp(start, len, inv, e_y, e); });
+    return m;
+  }
+
+  // ALDR-KL on raw logits: the same, with S1 and S2 formed while the block
+  // is in L1. The target's entry is corrected afterwards.
+  template <class E>
+  Moments<Acc> raw_moments(Scalar inv, E& e_out) const {
+    using std::exp;
+    Moments<Acc> m;
+    const Scalar e_y = exp(-zmax_ * inv);
+    const Scalar w_y_wrong = std::max(s_.coeff(y_) - shift_, Scalar(-kBig));
+    blocks(e_out, [&](Eigen::Index start, Eigen::Index len, auto&& e) {
+      // The moments use w = s − shift for every entry, with −inf clamped to
+      // a finite stand-in so that e·w stays 0, not NaN.
+      const auto w = (s_.segment(start, len).array() - shift_).max(Scalar(-kBig));
+      m.s0 += raw_block_exp(start, len, inv, e_y, e);
+      m.s1 += static_cast<Acc>((e * w).sum());
+      m.s2 += static_cast<Acc>((e * w.square()).sum());
+    });
+    m.s1 += Acc(e_y) * (Acc(-zmax_) - Acc(w_y_wrong));
+    m.s2 += Acc(e_y) * (Acc(zmax_) * Acc(zmax_) - Acc(w_y_wrong) * Acc(w_y_wrong));
+    return m;
+  }
+
+  // e = exp((s − shift)/λ) over one block with e_y = exp(−max z/λ) at the
+  // target; returns Σ e. Every non-target w = s − shift is <= 0 (shift holds
+  // max z), but its rounding error (about ε·|shift|) is multiplied by 1/λ:
+  // the exponent is clamped at 0 so that a tiny λ cannot make exp overflow
+  // (found by fuzzing, λ = 1e-30).
   template <class EB>
-  void raw_block_moments(Eigen::Index start, Eigen::Index len, Scalar inv, Scalar e_y, EB&& e,
-                         Moments<Acc>& m) const {
-    const auto w = (s_.segment(start, len).array() - shift_).max(Scalar(-kBig));
+  Acc raw_block_exp(Eigen::Index start, Eigen::Index len, Scalar inv, Scalar e_y, EB& e) const {
     e = ((s_.segment(start, len).array() - shift_).min(Scalar(0)) * inv).exp();
     if (y_ >= start && y_ < start + len) e(y_ - start) = e_y;
-    m.s0 += static_cast<Acc>(e.sum());
-    m.s1 += static_cast<Acc>((e * w).sum());
-    m.s2 += static_cast<Acc>((e * w.square()).sum());
+    return static_cast<Acc>(e.sum());
+  }
+
+  // Normalised scores: formed block by block into a buffer, then the
+  // moments (and e into the gradient when wanted).
+  template <bool Full, class E>
+  Moments<Acc> scored_moments(Scalar inv, E& e_out) const {
+    Moments<Acc> m;
+    Buffer w, e;
+    for (Eigen::Index start = 0; start < c_; start += kBlock) {
+      const Eigen::Index len = std::min(kBlock, c_ - start);
+      scores_block(start, len, w);
+      e = (w * inv).exp();
+      // A −inf score has weight 0 at every λ; finite stand-in keeps e·w and e·w² at 0, not NaN.
+      if constexpr (Full) w = (w == -kInf).select(Scalar(-kBig), w);
+      m.s0 += static_cast<Acc>(e.sum());
+      if constexpr (Full) {
+        m.s1 += static_cast<Acc>((e * w).sum());
+        m.s2 += static_cast<Acc>((e * w.square()).sum());
+      }
+      if constexpr (wants_grad<E>) e_out.segment(start, len).array() = e;
+    }
+    (void)e_out;
+    return m;
   }
 
   Scalar score(Scalar s) const { return normalize_ ? softplus(s) * inv_mean_ : s; }
@@ -298,7 +320,7 @@ class Column {
 };
 
 /// Solves max_{λ ∈ [λ0(1 − 1/α), λ0]} g(λ) for one column (see ALDRKL).
-template <class Scalar, class Col, class E, bool Store>
+template <class Scalar, class Col, class E>
 class AdaptiveSolver {
  public:
   using Acc = acc_t<Scalar>;
@@ -341,7 +363,7 @@ class AdaptiveSolver {
   Point evaluate(Acc lam) {
     using std::log;
     ++evaluations_;
-    const Moments<Acc> m = col_.template moments<Store, true>(Scalar(lam), e_);
+    const Moments<Acc> m = col_.template moments<true>(Scalar(lam), e_);
     // The Scalar-rounded λ is the one the exp pass used: keep it exact.
     lam = Acc(Scalar(lam));
     const Acc ls = log(m.s0), mean = m.s1 / m.s0;
@@ -459,104 +481,63 @@ class AdaptiveSolver {
   int evaluations_ = 0;
 };
 
-/// A do-nothing gradient column for value-only passes.
-struct NoColumn {
-  template <class I>
-  NoColumn segment(I, I) const {
-    return {};
-  }
-};
-
 }  // namespace ldr
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
 
 /// LDR-KL: ψ = λ·log((1/C)·Σ_k exp(z_k/λ)), z_k = c·[k ≠ y] + f_k − f_y.
-/// See the top of this file for the gradient, limits and non-finite behaviour.
+/// See the top of this file for the gradient, limits and non-finite
+/// behaviour; the calls (logits, labels[, sample_weights]) come from
+/// detail::ColumnLoss (core/functor.hpp).
 template <class Scalar_>
-class LDRKL {
+class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
+  friend detail::ColumnLoss<LDRKL, Scalar_>;
+
  public:
   using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-  static_assert(std::is_floating_point<Scalar>::value, "losskit::LDRKL: Scalar must be float or double");
 
   Scalar lambda = Scalar(1);      ///< λ > 0: weight of the KL regulariser (softmax temperature)
   Scalar margin = Scalar(0.1);    ///< c: added to every non-target score (the paper's experiments use 0.1)
   bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
   Reduction reduction = Reduction::Mean;
 
-  template <class P, class L>
-  Scalar operator()(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    check(logits, labels);
-    const detail::eval_t<P> s(logits.derived());
-    const detail::eval_t<L> y(labels.derived());
-    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(s.cols()));
-    const Acc total = detail::column_sum<Acc>(s.cols(), s.rows(), [&](Eigen::Index j) {
-      return column_value<false>(s, y, j, detail::ldr::NoColumn{}, factor);
-    });
-    return static_cast<Scalar>(total * Acc(factor));
-  }
-
-  template <class P, class L, class G>
-  Scalar value_and_gradient(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels,
-                            const Eigen::DenseBase<G>& grad) const {
-    check(logits, labels);
-    detail::check_output("LDRKL", "grad", grad, logits.rows(), logits.cols());
-    const detail::eval_t<P> s(logits.derived());
-    const detail::eval_t<L> y(labels.derived());
-    G& g = detail::prepare_output("LDRKL", "grad", grad, logits.rows(), logits.cols());
-    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(s.cols()));
-    const Acc total = detail::column_sum<Acc>(s.cols(), s.rows(), [&](Eigen::Index j) {
-      return column_value<true>(s, y, j, g.col(j), factor);
-    });
-    return static_cast<Scalar>(total * Acc(factor));
-  }
-
-  template <class P, class L>
-  Vector per_sample(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    check(logits, labels);
-    const detail::eval_t<P> s(logits.derived());
-    const detail::eval_t<L> y(labels.derived());
-    Vector out(s.cols());
-    detail::column_for(s.cols(), s.rows(), [&](Eigen::Index j) {
-      out(j) = static_cast<Scalar>(column_value<false>(s, y, j, detail::ldr::NoColumn{}, Scalar(1)));
-    });
-    return out;
-  }
-
  private:
   using Acc = detail::acc_t<Scalar>;
+  static constexpr const char* kName = "LDRKL";
 
-  template <class P, class L>
-  void check(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    detail::require_scalar<Scalar, P>();
-    detail::check_positive("LDRKL", "lambda", lambda);
-    detail::check_finite("LDRKL", "margin", margin);
-    detail::check_not_empty("LDRKL", "logits", logits);
-    detail::check_labels("LDRKL", labels, logits.cols(), logits.rows());
+  struct Context {};
+
+  template <class X, class L>
+  Context prepare(const X& logits, const L& labels) const {
+    detail::check_positive(kName, "lambda", lambda);
+    detail::ldr::check_inputs(kName, margin, logits, labels);
+    return {};
   }
 
-  template <bool WithGrad, class S, class Y, class GC>
-  Acc column_value(const S& s, const Y& y, Eigen::Index j, GC&& g, Scalar factor) const {
+  template <class X, class L, class G>
+  Acc column(Context, const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
     using std::log;
-    const auto sc = s.col(j);
-    const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(y.coeff(j)), margin, normalize_logits, false);
-    const detail::ldr::Moments<Acc> m = col.template moments<WithGrad, false>(lambda, g);
-    if constexpr (WithGrad) col.finish_gradient(g, m.s0, factor);
+    const auto sc = logits.col(j);
+    const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(labels.coeff(j)), margin, normalize_logits,
+                                                        false);
+    const detail::ldr::Moments<Acc> m = col.template moments<false>(lambda, grad);
+    if constexpr (detail::wants_grad<G>) col.finish_gradient(grad, m.s0, factor);
     (void)factor;
     return Acc(col.zmax()) + Acc(lambda) * (log(m.s0) - col.log_classes());
   }
 };
 
 /// ALDR-KL: ψ = max_{λ ∈ [λ0(1 − 1/α), λ0]} λ·lse_u(z/λ) − (a/2)(λ − λ0)²,
-/// a = α·log C/λ0. See the top of this file for the solver and its tolerance.
+/// a = α·log C/λ0. See the top of this file for the solver and its
+/// tolerance; the calls come from detail::ColumnLoss, as for LDRKL.
 template <class Scalar_>
-class ALDRKL {
+class ALDRKL : public detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_> {
+  friend detail::ColumnLoss<ALDRKL, Scalar_>;
+
  public:
   using Scalar = Scalar_;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-  static_assert(std::is_floating_point<Scalar>::value, "losskit::ALDRKL: Scalar must be float or double");
 
   Scalar lambda0 = Scalar(10);    ///< λ0 > 0: upper end of λ's range and centre of its penalty
   Scalar alpha = Scalar(2);       ///< α > 1: penalty strength; λ* ∈ [λ0(1 − 1/α), λ0]
@@ -564,83 +545,51 @@ class ALDRKL {
   bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
   Reduction reduction = Reduction::Mean;
 
-  template <class P, class L>
-  Scalar operator()(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    check(logits, labels);
-    const detail::eval_t<P> s(logits.derived());
-    const detail::eval_t<L> y(labels.derived());
-    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(s.cols()));
-    const Acc total = detail::column_sum<Acc>(s.cols(), s.rows(), [&](Eigen::Index j) {
-      detail::ldr::NoColumn none;
-      return solve_column<false>(s, y, j, none, factor).value;
-    });
-    return static_cast<Scalar>(total * Acc(factor));
-  }
-
-  template <class P, class L, class G>
-  Scalar value_and_gradient(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels,
-                            const Eigen::DenseBase<G>& grad) const {
-    check(logits, labels);
-    detail::check_output("ALDRKL", "grad", grad, logits.rows(), logits.cols());
-    const detail::eval_t<P> s(logits.derived());
-    const detail::eval_t<L> y(labels.derived());
-    G& g = detail::prepare_output("ALDRKL", "grad", grad, logits.rows(), logits.cols());
-    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(s.cols()));
-    const Acc total = detail::column_sum<Acc>(s.cols(), s.rows(), [&](Eigen::Index j) {
-      auto gc = g.col(j);
-      return solve_column<true>(s, y, j, gc, factor).value;
-    });
-    return static_cast<Scalar>(total * Acc(factor));
-  }
-
-  template <class P, class L>
-  Vector per_sample(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    return per_column(logits, labels, false);
-  }
-
   /// The per-sample maximiser λ* (diagnostics): λ* ∈ [λ0(1 − 1/α), λ0],
   /// the weight the adversarial label distribution was regularised with.
   template <class P, class L>
   Vector lambda_star(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
-    return per_column(logits, labels, true);
-  }
-
- private:
-  using Acc = detail::acc_t<Scalar>;
-
-  template <class P, class L>
-  void check(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels) const {
     detail::require_scalar<Scalar, P>();
-    detail::check_positive("ALDRKL", "lambda0", lambda0);
-    if (!(alpha > Scalar(1)) || !std::isfinite(static_cast<double>(alpha)))
-      detail::fail("ALDRKL", "alpha", "must be finite and > 1 (else λ's range reaches 0), got ", alpha);
-    detail::check_finite("ALDRKL", "margin", margin);
-    detail::check_not_empty("ALDRKL", "logits", logits);
-    detail::check_labels("ALDRKL", labels, logits.cols(), logits.rows());
-  }
-
-  template <class P, class L>
-  Vector per_column(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels, bool want_lambda) const {
-    check(logits, labels);
-    const detail::eval_t<P> s(logits.derived());
+    const detail::eval_t<P> x(logits.derived());
     const detail::eval_t<L> y(labels.derived());
-    Vector out(s.cols());
-    detail::column_for(s.cols(), s.rows(), [&](Eigen::Index j) {
-      detail::ldr::NoColumn none;
-      const auto r = solve_column<false>(s, y, j, none, Scalar(1));
-      out(j) = static_cast<Scalar>(want_lambda ? r.lambda : r.value);
+    prepare(x, y);
+    Vector out(x.cols());
+    detail::column_for(x.cols(), x.rows(), [&](Eigen::Index j) {
+      out(j) = static_cast<Scalar>(solve(x, y, j, Scalar(1), NoGrad{}).lambda);
     });
     return out;
   }
 
-  template <bool WithGrad, class S, class Y, class GC>
-  auto solve_column(const S& s, const Y& y, Eigen::Index j, GC& g, Scalar factor) const {
-    const auto sc = s.col(j);
+ private:
+  using Acc = detail::acc_t<Scalar>;
+  static constexpr const char* kName = "ALDRKL";
+
+  struct Context {};
+
+  template <class X, class L>
+  Context prepare(const X& logits, const L& labels) const {
+    detail::check_positive(kName, "lambda0", lambda0);
+    if (!(alpha > Scalar(1)) || !std::isfinite(static_cast<double>(alpha)))
+      detail::fail(kName, "alpha", "must be finite and > 1 (else λ's range reaches 0), got ", alpha);
+    detail::ldr::check_inputs(kName, margin, logits, labels);
+    return {};
+  }
+
+  template <class X, class L, class G>
+  Acc column(Context, const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
+    return solve(logits, labels, j, factor, grad).value;
+  }
+
+  // λ* and ψ of column j by the adaptive solver; unless grad is NoGrad,
+  // factor·∂ψ/∂logits (the envelope gradient) into grad.
+  template <class X, class L, class G>
+  auto solve(const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
+    const auto sc = logits.col(j);
     using Col = decltype(sc);
-    const detail::ldr::Column<Scalar, Col> col(sc, Eigen::Index(y.coeff(j)), margin, normalize_logits, true);
-    detail::ldr::AdaptiveSolver<Scalar, Col, GC, WithGrad> solver(col, lambda0, alpha, g);
+    const detail::ldr::Column<Scalar, Col> col(sc, Eigen::Index(labels.coeff(j)), margin, normalize_logits, true);
+    detail::ldr::AdaptiveSolver<Scalar, Col, std::remove_reference_t<G>> solver(col, lambda0, alpha, grad);
     const auto r = solver.solve();
-    if constexpr (WithGrad) col.finish_gradient(g, r.s0, factor);
+    if constexpr (detail::wants_grad<G>) col.finish_gradient(grad, r.s0, factor);
     (void)factor;
     return r;
   }

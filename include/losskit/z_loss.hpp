@@ -12,6 +12,10 @@
 ///   so Σ_k ∂L/∂o_k = 0 and Σ_k o_k ∂L/∂o_k = 0: L is invariant to
 ///   o → α·o + β (α > 0), and its gradient is orthogonal to both directions.
 ///   Mean: L = (1/N) Σ_i L_i (PyTorch-style mean over samples); Sum: Σ_i L_i.
+///   Sample weights s_i (finite, >= 0; see core/functor.hpp): Sum = Σ_i s_i·L_i,
+///   Mean = Σ_i s_i·L_i / Σ_i s_i (each sample's share of the normaliser is
+///   n_i = 1); all weights 0 give 0 and a zero gradient, and a sample of
+///   weight 0 is not evaluated. per_sample gives the unweighted L_i.
 ///
 /// Options: `a` > 0 (sharpness; a → ∞ gives the hinge max(0, b − z_c)) and
 /// `b` (margin, in standard deviations of the outputs). Defaults a = 1, b = 0:
@@ -43,53 +47,25 @@
 #include <cmath>
 
 #include "core/checks.hpp"
+#include "core/functor.hpp"
 #include "core/numerics.hpp"
-#include "core/parallel.hpp"
 #include "core/reduction.hpp"
 #include "core/spherical_terms.hpp"
 
 namespace losskit {
 
+/// The calls (outputs, labels[, sample_weights]) come from detail::ColumnLoss
+/// (core/functor.hpp).
 template <class Scalar_>
-class ZLoss {
+class ZLoss : public detail::ColumnLoss<ZLoss<Scalar_>, Scalar_> {
+  friend detail::ColumnLoss<ZLoss, Scalar_>;
+
  public:
   using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-  static_assert(std::is_floating_point<Scalar>::value, "losskit::ZLoss: Scalar must be float or double");
 
   Scalar a = Scalar(1);  ///< sharpness, > 0
   Scalar b = Scalar(0);  ///< margin in standard deviations, finite
   Reduction reduction = Reduction::Mean;
-
-  template <class O, class L>
-  Scalar operator()(const Eigen::DenseBase<O>& outputs, const Eigen::DenseBase<L>& labels) const {
-    check(outputs, labels);
-    const detail::eval_t<O> o(outputs.derived());
-    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> none;
-    return run<false>(o, labels.derived(), none);
-  }
-
-  template <class O, class L, class G>
-  Scalar value_and_gradient(const Eigen::DenseBase<O>& outputs, const Eigen::DenseBase<L>& labels,
-                            const Eigen::DenseBase<G>& grad) const {
-    check(outputs, labels);
-    detail::check_output("ZLoss", "grad", grad, outputs.rows(), outputs.cols());
-    const detail::eval_t<O> o(outputs.derived());
-    G& g = detail::prepare_output("ZLoss", "grad", grad, outputs.rows(), outputs.cols());
-    return run<true>(o, labels.derived(), g);
-  }
-
-  template <class O, class L>
-  Vector per_sample(const Eigen::DenseBase<O>& outputs, const Eigen::DenseBase<L>& labels) const {
-    check(outputs, labels);
-    const detail::eval_t<O> o(outputs.derived());
-    Vector out(o.cols());
-    for (Eigen::Index j = 0; j < o.cols(); ++j) {
-      Eigen::Matrix<Scalar, Eigen::Dynamic, 1> none;
-      out(j) = column<false>(o.matrix().col(j), Eigen::Index(labels.derived().coeff(j)), Scalar(0), none);
-    }
-    return out;
-  }
 
   /// One sample's loss written on the spherical statistics: s = Σ_k o_k,
   /// q = Σ_k o_k², the target output o_c, and the number of classes D.
@@ -127,32 +103,42 @@ class ZLoss {
 
  private:
   using Acc = detail::acc_t<Scalar>;
+  static constexpr const char* kName = "ZLoss";
+
+  struct Context {};
 
   void check_options() const {
-    detail::check_positive("ZLoss", "a", a);
-    detail::check_finite("ZLoss", "b", b);
+    detail::check_positive(kName, "a", a);
+    detail::check_finite(kName, "b", b);
   }
 
   static void check_classes(Eigen::Index classes) {
-    if (classes < 2) detail::fail("ZLoss", "outputs", "needs at least 2 classes (rows), got ", classes);
+    if (classes < 2) detail::fail(kName, "outputs", "needs at least 2 classes (rows), got ", classes);
   }
 
   template <class O, class L>
-  void check(const Eigen::DenseBase<O>& outputs, const Eigen::DenseBase<L>& labels) const {
-    detail::require_scalar<Scalar, O>();
+  Context prepare(const O& outputs, const L& labels) const {
     check_options();
-    detail::check_not_empty("ZLoss", "outputs", outputs);
+    detail::check_not_empty(kName, "outputs", outputs);
     check_classes(outputs.rows());
-    detail::check_labels("ZLoss", labels, outputs.cols(), outputs.rows());
+    detail::check_labels(kName, labels, outputs.cols(), outputs.rows());
+    return {};
   }
 
-  // One column: value, and (if wanted) factor·∂L/∂o written into g.
+  // Two passes over the column and one over the gradient.
+  template <class O>
+  static Eigen::Index column_work(const O& outputs) {
+    return 3 * outputs.rows();
+  }
+
+  // One column: value, and (unless g is NoGrad) factor·∂L/∂o written into g.
   // Centring on o_c first: o_k − o_c is exact when o_k is within a factor 2
   // of o_c (Sterbenz), so equal outputs give exactly zero spread.
-  template <bool WithGrad, class Col, class GCol>
-  Scalar column(const Col& o, Eigen::Index c, Scalar factor, GCol&& g) const {
+  template <class O, class L, class G>
+  Acc column(Context, const O& outputs, const L& labels, Eigen::Index j, Scalar factor, G&& g) const {
     using std::sqrt;
-    const Eigen::Index dim = o.rows();
+    const auto o = outputs.matrix().col(j);
+    const Eigen::Index c = Eigen::Index(labels.coeff(j)), dim = o.rows();
     const Scalar oc = o(c);
     const Acc inv_d = Acc(1) / Acc(dim);
     // Blocked sums over contiguous segments (vectorised within a block,
@@ -169,36 +155,21 @@ class ZLoss {
     }
     const Acc var_acc = sum_sq * inv_d;
     if (var_acc == Acc(0)) {
-      if constexpr (WithGrad) g.setZero();
-      return detail::softplus(a * b) / a;
+      if constexpr (detail::wants_grad<G>) g.setZero();
+      return Acc(detail::softplus(a * b) / a);
     }
     const Scalar sigma = Scalar(sqrt(var_acc));
     const Scalar z = -mean / sigma;
     const Scalar arg = a * (b - z);
-    if constexpr (WithGrad) {
+    if constexpr (detail::wants_grad<G>) {
       const Scalar gs = factor * detail::sigmoid(arg) / sigma;
       const Scalar base = gs / Scalar(dim), slope = base * z / sigma;
       g.array() = base + slope * (o.array() - oc - mean);
       g(c) -= gs;
     } else {
       (void)factor;
-      (void)g;
     }
-    return detail::softplus(arg) / a;
-  }
-
-  template <bool WithGrad, class O, class L, class G>
-  Scalar run(const O& o, const L& labels, G& g) const {
-    const Eigen::Index n = o.cols();
-    const Scalar factor = detail::reduction_factor<Scalar>(reduction, Acc(n));
-    const Acc total = detail::column_sum<Acc>(n, 3 * o.rows(), [&](Eigen::Index j) {
-      const Eigen::Index c = Eigen::Index(labels.coeff(j));
-      if constexpr (WithGrad)
-        return Acc(column<true>(o.matrix().col(j), c, factor, g.matrix().col(j)));
-      else
-        return Acc(column<false>(o.matrix().col(j), c, factor, 0));
-    });
-    return Scalar(total * Acc(factor));
+    return Acc(detail::softplus(arg) / a);
   }
 };
 

@@ -24,16 +24,17 @@
 ///   template <class X, class T> Context prepare(const X& pred, const T& target) const;
 ///       every check of options, shapes, labels and values (inputs already
 ///       evaluated); returns what the kernel needs per call (any type)
-///   template <class T> Acc share(const T& target, Index j) const;      n_j
+///   template <class T> Acc share(const T& target, Index j) const;      n_j (default 1)
 ///   template <class C, class X, class T, class G>
 ///   Part column(const C& context, const X& pred, const T& target, Index j, Scalar factor, G&& grad) const;
 ///       ℓ_j, unweighted and unreduced; unless G is NoGrad, writes
 ///       factor·∂ℓ_j/∂pred_j into grad (a writable column of the gradient)
-/// and may hide these defaults: Part = Acc (a struct with += , scaled() and
-/// total() for losses that report several parts), column_work (elements a
-/// column touches, for the OpenMP threshold), per_sample_value (what
-/// per_sample reports: ℓ_j by default) and kUniformShare (n_j independent of
-/// j, so the normaliser needs no pass over the targets).
+/// and may hide these defaults: share (n_j = 1, one per sample), Part = Acc
+/// (a struct with += , scaled() and total() for losses that report several
+/// parts), column_work (elements a column touches, for the OpenMP
+/// threshold), per_sample_value (what per_sample reports: ℓ_j by default)
+/// and kUniformShare (n_j independent of j, so the normaliser needs no pass
+/// over the targets).
 #include <Eigen/Core>
 #include <cmath>
 #include <type_traits>
@@ -130,6 +131,50 @@ struct Totals {
   Scalar value() const { return static_cast<Scalar>(part_total<Part, Acc>(sum) * Acc(factor)); }
 };
 
+/// Sample weights read once (UnitWeights passes through).
+inline UnitWeights eval_weights(UnitWeights w) { return w; }
+template <class W>
+eval_t<W> eval_weights(const Eigen::DenseBase<W>& w) {
+  return w.derived();
+}
+
+/// Σ_j s_j, or n without weights: the normaliser when every n_j = 1.
+template <class Acc, class W>
+Acc weight_total(const W& s, Eigen::Index n) {
+  if constexpr (is_weighted<W>)
+    return Acc(accurate_sum(s.array()));
+  else
+    return Acc(n);
+}
+
+/// The writable gradient output (checked beforehand), or NoGrad.
+template <class G>
+decltype(auto) prepare_grad(const char* loss, const char* arg, const G& grad, Eigen::Index rows, Eigen::Index cols) {
+  if constexpr (wants_grad<G>)
+    return prepare_output(loss, arg, grad, rows, cols);
+  else
+    return NoGrad{};
+}
+
+/// Σ_j s_j·column(j, factor·s_j) over n columns in parallel (s_j = 1
+/// without weights, and column(j, factor) is summed as it is). A column of
+/// weight 0 is not evaluated: skip(j) zeroes its gradient columns instead.
+template <class Part, class Scalar, class W, class F, class Skip>
+Part weighted_column_sum(Eigen::Index n, Eigen::Index work, const W& s, Scalar factor, F&& column, Skip&& skip) {
+  return column_sum<Part>(n, work, [&](Eigen::Index j) {
+    if constexpr (is_weighted<W>) {
+      const Scalar sj = s.coeff(j);
+      if (sj == Scalar(0)) {
+        skip(j);
+        return Part{};
+      }
+      return part_scaled(Part(column(j, factor * sj)), acc_t<Scalar>(sj));
+    } else {
+      return Part(column(j, factor));
+    }
+  });
+}
+
 template <class Derived, class Scalar_>
 class ColumnLoss {
  public:
@@ -182,6 +227,11 @@ class ColumnLoss {
   using Part = Acc;
   static constexpr bool kUniformShare = true;
 
+  template <class T>
+  static Acc share(const T& /*target*/, Eigen::Index /*j*/) {
+    return Acc(1);
+  }
+
   template <class X>
   static Eigen::Index column_work(const X& x) {
     return x.rows();
@@ -231,10 +281,7 @@ class ColumnLoss {
   Acc normaliser_of(const T& t, const W& s, Eigen::Index n) const {
     if constexpr (Derived::kUniformShare) {
       const Acc share = n > 0 ? self().share(t, 0) : Acc(0);
-      if constexpr (is_weighted<W>)
-        return share * Acc(accurate_sum(s.array()));
-      else
-        return share * Acc(n);
+      return share * weight_total<Acc>(s, n);
     } else {
       Acc total(0);
       for (Eigen::Index j = 0; j < n; ++j) {
@@ -250,18 +297,12 @@ class ColumnLoss {
  private:
   const Derived& self() const { return static_cast<const Derived&>(*this); }
 
-  static UnitWeights eval_weights(UnitWeights w) { return w; }
-  template <class W>
-  static eval_t<W> eval_weights(const Eigen::DenseBase<W>& w) {
-    return w.derived();
-  }
-
   template <class C, class X, class T, class W, class G, class Out>
   Out run(const C& context, const X& x, const T& t, const W& s, const G& grad, Out& out) const {
     using DPart = typename Derived::Part;
     out.factor = reduction_factor<Scalar>(self().reduction, out.normaliser);
     const Scalar factor = out.factor;
-    auto&& g = prepare_grad(grad, x.rows(), x.cols());
+    auto&& g = prepare_grad(Derived::kName, "grad", grad, x.rows(), x.cols());
     if constexpr (Derived::kElementwise && !is_weighted<W> && is_contiguous<X>() && is_contiguous<T>() &&
                   is_contiguous<std::decay_t<decltype(g)>>()) {
       if (self().elementwise(context)) {
@@ -269,18 +310,12 @@ class ColumnLoss {
         return out;
       }
     }
-    out.sum = column_sum<DPart>(x.cols(), self().column_work(x), [&](Eigen::Index j) {
-      if constexpr (is_weighted<W>) {
-        const Scalar sj = s.coeff(j);
-        if (sj == Scalar(0)) {
+    out.sum = weighted_column_sum<DPart>(
+        x.cols(), self().column_work(x), s, factor,
+        [&](Eigen::Index j, Scalar f) { return self().column(context, x, t, j, f, g.matrix().col(j)); },
+        [&](Eigen::Index j) {
           if constexpr (wants_grad<G>) g.matrix().col(j).setZero();
-          return DPart{};
-        }
-        return part_scaled(self().column(context, x, t, j, factor * sj, g.matrix().col(j)), Acc(sj));
-      } else {
-        return self().column(context, x, t, j, factor, g.matrix().col(j));
-      }
-    });
+        });
     return out;
   }
 
@@ -307,14 +342,6 @@ class ColumnLoss {
     DPart sum = flat(0, kFlatChunk, full);
     if (rem > 0) sum += flat(full * kFlatChunk, rem, 1);
     return sum;
-  }
-
-  template <class G>
-  static decltype(auto) prepare_grad(const G& grad, Eigen::Index rows, Eigen::Index cols) {
-    if constexpr (wants_grad<G>)
-      return prepare_output(Derived::kName, "grad", grad, rows, cols);
-    else
-      return NoGrad{};
   }
 };
 
