@@ -146,10 +146,9 @@ class CompSum : public detail::ColumnLoss<CompSum<Scalar_>, Scalar_> {
   using Scalar = Scalar_;
 
   Scalar tau = Scalar(1);                 ///< τ >= 0, finite
-  Reduction reduction = Reduction::Mean;  ///< Mean divides by Σ s_i (N without weights)
 
   CompSum() = default;
-  explicit CompSum(Scalar tau_, Reduction reduction_ = Reduction::Mean) : tau(tau_), reduction(reduction_) {}
+  explicit CompSum(Scalar tau_, Reduction reduction_ = Reduction::Mean) : tau(tau_) { this->reduction = reduction_; }
 
   /// τ = 0: 1/p_y − 1.
   static CompSum sum_exponential() { return CompSum(Scalar(0)); }

@@ -500,7 +500,6 @@ class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
   Scalar lambda = Scalar(1);      ///< λ > 0: weight of the KL regulariser (softmax temperature)
   Scalar margin = Scalar(0.1);    ///< c: added to every non-target score (the paper's experiments use 0.1)
   bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
-  Reduction reduction = Reduction::Mean;
 
  private:
   using Acc = detail::acc_t<Scalar>;
@@ -543,7 +542,6 @@ class ALDRKL : public detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_> {
   Scalar alpha = Scalar(2);       ///< α > 1: penalty strength; λ* ∈ [λ0(1 − 1/α), λ0]
   Scalar margin = Scalar(0.1);    ///< c: added to every non-target score
   bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
-  Reduction reduction = Reduction::Mean;
 
   /// The per-sample maximiser λ* (diagnostics): λ* ∈ [λ0(1 − 1/α), λ0],
   /// the weight the adversarial label distribution was regularised with.

@@ -65,7 +65,6 @@ class ZLoss : public detail::ColumnLoss<ZLoss<Scalar_>, Scalar_> {
 
   Scalar a = Scalar(1);  ///< sharpness, > 0
   Scalar b = Scalar(0);  ///< margin in standard deviations, finite
-  Reduction reduction = Reduction::Mean;
 
   /// One sample's loss written on the spherical statistics: s = Σ_k o_k,
   /// q = Σ_k o_k², the target output o_c, and the number of classes D.
