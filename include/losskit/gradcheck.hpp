@@ -99,6 +99,23 @@ struct GradientCheckResult {
 
   explicit operator bool() const { return passed; }
 
+  /// Adds one comparison of an analytic value a with a numeric one n.
+  void record(double a, double n, long row, long col, long direction) {
+    const double abs_err = std::abs(a - n);
+    const double rel_err = abs_err / std::max({std::abs(a), std::abs(n), atol / rtol});
+    max_abs_error = std::max(max_abs_error, abs_err);
+    ++checked;
+    const double err = std::isnan(rel_err) ? HUGE_VAL : rel_err;
+    if (checked == 1 || err > max_rel_error) {
+      max_rel_error = err;
+      worst_row = row;
+      worst_col = col;
+      worst_direction = direction;
+      analytic_at_worst = a;
+      numeric_at_worst = n;
+    }
+  }
+
   std::string report() const {
     std::ostringstream os;
     os.precision(10);
@@ -146,6 +163,47 @@ double ridders_derivative(Central&& central, double h, int levels) {
   return best;
 }
 
+/// The coordinates to check: all of them (max < 0 or >= size), none
+/// (max = 0), or max of them drawn at random, in increasing order.
+inline std::vector<long> checked_coordinates(long size, long max, std::mt19937_64& rng) {
+  std::vector<long> all(static_cast<std::size_t>(size));
+  for (long i = 0; i < size; ++i) all[static_cast<std::size_t>(i)] = i;
+  if (max < 0 || max >= size) return all;
+  if (max == 0) return {};
+  std::shuffle(all.begin(), all.end(), rng);
+  all.resize(static_cast<std::size_t>(max));
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+/// The directional part of check_gradient: opt.directions random unit
+/// directions v, each comparing Σ g∘v with a derivative of f along v.
+template <class F, class Mat>
+void check_directions(F& f, Mat& point, const Mat& x0, const Mat& g, const GradientCheckOptions& opt, double step,
+                      GradientCheckResult& res, std::mt19937_64& rng) {
+  using Scalar = typename Mat::Scalar;
+  const long size = static_cast<long>(point.size());
+  std::normal_distribution<double> normal;
+  for (int d = 0; d < opt.directions; ++d) {
+    Mat v(point.rows(), point.cols());
+    for (long i = 0; i < size; ++i) v.data()[i] = static_cast<Scalar>(normal(rng));
+    v /= v.norm();
+    const double scale = opt.relative_step ? std::max(1.0, double(x0.cwiseAbs().maxCoeff())) : 1.0;
+    auto at = [&](double s) {
+      point = x0 + static_cast<Scalar>(s) * v;
+      const double val = static_cast<double>(f(static_cast<const Mat&>(point)));
+      point = x0;
+      return val;
+    };
+    auto central = [&](double s) {
+      res.evaluations += 2;
+      return (at(s) - at(-s)) / (2 * s);
+    };
+    const double n = detail::ridders_derivative(central, step * scale, opt.extrapolation_levels);
+    res.record(double((g.array() * v.array()).sum()), n, -1, -1, d);
+  }
+}
+
 }  // namespace detail
 
 /// Checks `analytic` (same shape as x) against finite differences of f at x.
@@ -173,37 +231,9 @@ GradientCheckResult check_gradient(F&& f, const Eigen::DenseBase<X>& x, const Ei
   res.rtol = rtol;
   res.atol = atol;
   res.step = step;
-  const double floor = atol / rtol;
-
-  auto record = [&](double a, double n, long row, long col, long dir) {
-    const double abs_err = std::abs(a - n);
-    const double rel_err = abs_err / std::max({std::abs(a), std::abs(n), floor});
-    res.max_abs_error = std::max(res.max_abs_error, abs_err);
-    ++res.checked;
-    const double err = std::isnan(rel_err) ? HUGE_VAL : rel_err;
-    if (res.checked == 1 || err > res.max_rel_error) {
-      res.max_rel_error = err;
-      res.worst_row = row;
-      res.worst_col = col;
-      res.worst_direction = dir;
-      res.analytic_at_worst = a;
-      res.numeric_at_worst = n;
-    }
-  };
-
   std::mt19937_64 rng(opt.seed);
   const long size = static_cast<long>(point.size());
-  std::vector<long> coords;
-  if (opt.max_coordinates < 0 || opt.max_coordinates >= size) {
-    coords.resize(static_cast<std::size_t>(size));
-    for (long i = 0; i < size; ++i) coords[static_cast<std::size_t>(i)] = i;
-  } else if (opt.max_coordinates > 0) {
-    std::vector<long> all(static_cast<std::size_t>(size));
-    for (long i = 0; i < size; ++i) all[static_cast<std::size_t>(i)] = i;
-    std::shuffle(all.begin(), all.end(), rng);
-    coords.assign(all.begin(), all.begin() + opt.max_coordinates);
-    std::sort(coords.begin(), coords.end());
-  }
+  const std::vector<long> coords = detail::checked_coordinates(size, opt.max_coordinates, rng);
 
   for (long idx : coords) {
     const Scalar xi = x0.data()[idx];
@@ -222,29 +252,11 @@ GradientCheckResult check_gradient(F&& f, const Eigen::DenseBase<X>& x, const Ei
       return (at(up) - at(down)) / (double(up) - double(down));
     };
     const double n = detail::ridders_derivative(central, h, opt.extrapolation_levels);
-    record(double(g.data()[idx]), n, idx % static_cast<long>(point.rows()), idx / static_cast<long>(point.rows()),
-           -1);
+    const long rows = static_cast<long>(point.rows());
+    res.record(double(g.data()[idx]), n, idx % rows, idx / rows, -1);
   }
 
-  std::normal_distribution<double> normal;
-  for (int d = 0; d < opt.directions; ++d) {
-    Mat v(point.rows(), point.cols());
-    for (long i = 0; i < size; ++i) v.data()[i] = static_cast<Scalar>(normal(rng));
-    v /= v.norm();
-    const double scale = opt.relative_step ? std::max(1.0, double(x0.cwiseAbs().maxCoeff())) : 1.0;
-    auto at = [&](double s) {
-      point = x0 + static_cast<Scalar>(s) * v;
-      const double val = static_cast<double>(f(static_cast<const Mat&>(point)));
-      point = x0;
-      return val;
-    };
-    auto central = [&](double s) {
-      res.evaluations += 2;
-      return (at(s) - at(-s)) / (2 * s);
-    };
-    const double n = detail::ridders_derivative(central, step * scale, opt.extrapolation_levels);
-    record(double((g.array() * v.array()).sum()), n, -1, -1, d);
-  }
+  detail::check_directions(f, point, x0, g, opt, step, res, rng);
   res.passed = res.max_rel_error <= rtol;
   return res;
 }
