@@ -47,11 +47,15 @@
 /// gradient) when Q or K is all ones (collapsed t or x); I_n = 0 (zero gradient)
 /// when Î(t;t) ≤ 0 or Î(x;x) ≤ 0 (collapsed: 0/0 otherwise). Gram matrices are
 /// built once per call, O(N²) memory and O(N²(d_x + d_y + d_t)) time; large-d
-/// distances and the gradients' N×N products are GEMMs. Each functor keeps a
-/// workspace (mutable) reused across calls at the same sizes, so a functor object
-/// must not be used from several threads at once. Per-sample loops run with
-/// OpenMP when compiled with it. Non-finite inputs never crash: the loss and
-/// gradient are then NaN (or inf).
+/// distances and the gradients' N×N products are GEMMs. Per-sample loops run
+/// with OpenMP when compiled with it.
+///
+/// Threads: each functor keeps its workspaces in a pool (core/workspace.hpp):
+/// repeated calls at the same sizes reuse one and allocate nothing, and
+/// concurrent calls on one functor each check out their own, so one functor may
+/// be called from several threads at once.
+///
+/// Non-finite inputs never crash: the loss and gradient are then NaN (or inf).
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -63,6 +67,7 @@
 #include "core/checks.hpp"
 #include "core/numerics.hpp"
 #include "core/parallel.hpp"
+#include "core/workspace.hpp"
 
 namespace losskit {
 
@@ -224,6 +229,7 @@ Acc cs_log_sum_exp(const cs_vec<Acc>& v) {
 
 /// The shared machinery of the three functors: the x Gram (distances, width,
 /// row sums, weights) computed once, then the prediction and compression terms.
+/// The workspace of one call at a time (the functors keep a pool of them).
 template <class Scalar>
 class CSEngine {
  public:
@@ -439,8 +445,9 @@ class CSDivergence {
     const detail::eval_t<YH> p(yhat.derived());
     const detail::eval_t<Y> t(y.derived());
     const detail::eval_t<X> in(x.derived());
-    engine_.set_x(in, sigma_x, weighting, false);
-    return Scalar(engine_.template divergence<false>(p, t, sigma_y, symmetric_cross_term, no_grad()));
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, weighting, false);
+    return Scalar(engine->template divergence<false>(p, t, sigma_y, symmetric_cross_term, no_grad()));
   }
 
   template <class YH, class Y, class X, class G>
@@ -452,8 +459,9 @@ class CSDivergence {
     const detail::eval_t<Y> t(y.derived());
     const detail::eval_t<X> in(x.derived());
     G& g = detail::prepare_output("CSDivergence", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
-    engine_.set_x(in, sigma_x, weighting, false);
-    return Scalar(engine_.template divergence<true>(p, t, sigma_y, symmetric_cross_term, &g));
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, weighting, false);
+    return Scalar(engine->template divergence<true>(p, t, sigma_y, symmetric_cross_term, &g));
   }
 
  private:
@@ -471,7 +479,7 @@ class CSDivergence {
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
-  mutable detail::CSEngine<Scalar> engine_;
+  detail::WorkspacePool<detail::CSEngine<Scalar>> engines_;
 };
 
 /// CS quadratic mutual information Î_CS(x; t) (Yu et al., ICLR 2024).
@@ -492,8 +500,9 @@ class CSQuadraticMI {
     check(t, x);
     const detail::eval_t<T> rep(t.derived());
     const detail::eval_t<X> in(x.derived());
-    engine_.set_x(in, sigma_x, CSWeighting::Uniform, normalized);
-    return Scalar(engine_.template mutual_information<false>(rep, sigma_t, normalized, Scalar(1), no_grad()));
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, CSWeighting::Uniform, normalized);
+    return Scalar(engine->template mutual_information<false>(rep, sigma_t, normalized, Scalar(1), no_grad()));
   }
 
   template <class T, class X, class G>
@@ -504,8 +513,9 @@ class CSQuadraticMI {
     const detail::eval_t<T> rep(t.derived());
     const detail::eval_t<X> in(x.derived());
     G& g = detail::prepare_output("CSQuadraticMI", "grad_t", grad_t, t.rows(), t.cols());
-    engine_.set_x(in, sigma_x, CSWeighting::Uniform, normalized);
-    return Scalar(engine_.template mutual_information<true>(rep, sigma_t, normalized, Scalar(1), &g));
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, CSWeighting::Uniform, normalized);
+    return Scalar(engine->template mutual_information<true>(rep, sigma_t, normalized, Scalar(1), &g));
   }
 
  private:
@@ -520,7 +530,7 @@ class CSQuadraticMI {
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
-  mutable detail::CSEngine<Scalar> engine_;
+  detail::WorkspacePool<detail::CSEngine<Scalar>> engines_;
 };
 
 /// CS-IB objective D̂_CS(p(y|x); q(ŷ|x)) + β·Î_CS(x; t) (Yu et al., ICLR 2024).
@@ -547,10 +557,11 @@ class CSIB {
     const detail::eval_t<Y> target(y.derived());
     const detail::eval_t<T> rep(t.derived());
     const detail::eval_t<X> in(x.derived());
-    engine_.set_x(in, sigma_x, weighting, normalized);
-    const auto d = engine_.template divergence<false>(p, target, sigma_y, symmetric_cross_term, no_grad());
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, weighting, normalized);
+    const auto d = engine->template divergence<false>(p, target, sigma_y, symmetric_cross_term, no_grad());
     if (beta == Scalar(0)) return Scalar(d);
-    const auto i = engine_.template mutual_information<false>(rep, sigma_t, normalized, beta, no_grad());
+    const auto i = engine->template mutual_information<false>(rep, sigma_t, normalized, beta, no_grad());
     return Scalar(d + decltype(d)(beta) * i);
   }
 
@@ -567,13 +578,14 @@ class CSIB {
     const detail::eval_t<X> in(x.derived());
     GY& gy = detail::prepare_output("CSIB", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
     GT& gt = detail::prepare_output("CSIB", "grad_t", grad_t, t.rows(), t.cols());
-    engine_.set_x(in, sigma_x, weighting, normalized);
-    const auto d = engine_.template divergence<true>(p, target, sigma_y, symmetric_cross_term, &gy);
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, weighting, normalized);
+    const auto d = engine->template divergence<true>(p, target, sigma_y, symmetric_cross_term, &gy);
     if (beta == Scalar(0)) {
       gt.setZero();
       return Scalar(d);
     }
-    const auto i = engine_.template mutual_information<true>(rep, sigma_t, normalized, beta, &gt);
+    const auto i = engine->template mutual_information<true>(rep, sigma_t, normalized, beta, &gt);
     return Scalar(d + decltype(d)(beta) * i);
   }
 
@@ -597,7 +609,7 @@ class CSIB {
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
-  mutable detail::CSEngine<Scalar> engine_;
+  detail::WorkspacePool<detail::CSEngine<Scalar>> engines_;
 };
 
 }  // namespace losskit
