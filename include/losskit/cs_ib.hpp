@@ -40,15 +40,15 @@
 /// - Targets are d_y×N (d_y = 1 allowed): the 1-D target collapse of the official
 ///   script (every y/ŷ Gram constant) cannot occur.
 ///
-/// Numerics: log A, log B, log C (and C') are max-shifted log-sum-exps of
-/// log w_j + (exponent of K) + (exponent of L) per entry, so far predictions
-/// (ŷ = y + 20σ, float: every cross kernel underflows) still give a finite loss
-/// and gradient. Squared distances are clamped at 0. Î(x;t) = 0 exactly (zero
-/// gradient) when Q or K is all ones (collapsed t or x); I_n = 0 (zero gradient)
-/// when Î(t;t) ≤ 0 or Î(x;x) ≤ 0 (collapsed: 0/0 otherwise). Gram matrices are
-/// built once per call, O(N²) memory and O(N²(d_x + d_y + d_t)) time; large-d
-/// distances and the gradients' N×N products are GEMMs. Per-sample loops run
-/// with OpenMP when compiled with it.
+/// Numerics: log A, log B, log C (and C') are max-shifted log-sum-exps (core's
+/// detail::log_sum_exp) of log w_j + (exponent of K) + (exponent of L) per
+/// entry, so far predictions (ŷ = y + 20σ, float: every cross kernel
+/// underflows) still give a finite loss and gradient. Squared distances are
+/// clamped at 0. Î(x;t) = 0 exactly (zero gradient) when Q or K is all ones
+/// (collapsed t or x); I_n = 0 (zero gradient) when Î(t;t) ≤ 0 or Î(x;x) ≤ 0
+/// (collapsed: 0/0 otherwise). Gram matrices are built once per call, O(N²)
+/// memory and O(N²(d_x + d_y + d_t)) time; large-d distances and the gradients'
+/// N×N products are GEMMs. Per-sample loops run with OpenMP when compiled with it.
 ///
 /// Threads: each functor keeps its workspaces in a pool (core/workspace.hpp):
 /// repeated calls at the same sizes reuse one and allocate nothing, and
@@ -56,6 +56,9 @@
 /// be called from several threads at once.
 ///
 /// Non-finite inputs never crash: the loss and gradient are then NaN (or inf).
+/// A NaN or infinite sample of ŷ, y or x makes D̂ NaN: an infinite sample's
+/// distance to itself is inf − inf, and a NaN exponent makes the log-sum-exp
+/// NaN (core's rule), rather than dropping that sample's kernel entries.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -219,14 +222,6 @@ Scalar cs_coef(Scalar sigma) {
                                       -double(std::numeric_limits<Scalar>::max())));
 }
 
-/// log Σ_k exp(v_k) over an Acc vector, max-shifted.
-template <class Acc>
-Acc cs_log_sum_exp(const cs_vec<Acc>& v) {
-  const Acc m = v.maxCoeff();
-  if (!(std::abs(m) < std::numeric_limits<Acc>::infinity())) return m;
-  return m + std::log((v.array() - m).exp().sum());
-}
-
 /// The shared machinery of the three functors: the x Gram (distances, width,
 /// row sums, weights) computed once, then the prediction and compression terms.
 /// The workspace of one call at a time (the functors keep a pool of them).
@@ -284,18 +279,14 @@ class CSEngine {
     col_c_.resize(n);
     col_c2_.resize(n);
     column_for(n, 4 * n, [&](Eigen::Index k) {
-      auto row_log_sum = [](const auto& e) {
-        const Scalar m = e.maxCoeff();
-        if (!(std::abs(m) < std::numeric_limits<Scalar>::infinity())) return Acc(m);
-        return Acc(m) + std::log(Acc((e - m).exp().sum()));
-      };
-      col_a_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dy_.col(k).array());
-      col_b_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dyhat_.col(k).array());
-      col_c_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dcross_.col(k).array());
-      if (symmetric) col_c2_(k) = row_log_sum(lw_.array() + cx * dx_.col(k).array() + cy * dcross_.col(k).array());
+      col_a_(k) = lw_(k) + log_sum_exp<Acc>(cx * dx_.col(k).array() + cy * dy_.col(k).array());
+      col_b_(k) = lw_(k) + log_sum_exp<Acc>(cx * dx_.col(k).array() + cy * dyhat_.col(k).array());
+      col_c_(k) = lw_(k) + log_sum_exp<Acc>(cx * dx_.col(k).array() + cy * dcross_.col(k).array());
+      if (symmetric)
+        col_c2_(k) = log_sum_exp<Acc>(lw_.array() + cx * dx_.col(k).array() + cy * dcross_.col(k).array());
     });
-    const Acc log_a = cs_log_sum_exp(col_a_), log_b = cs_log_sum_exp(col_b_), log_c = cs_log_sum_exp(col_c_);
-    const Acc log_c2 = symmetric ? cs_log_sum_exp(col_c2_) : log_c;
+    const Acc log_a = log_sum_exp(col_a_), log_b = log_sum_exp(col_b_), log_c = log_sum_exp(col_c_);
+    const Acc log_c2 = symmetric ? log_sum_exp(col_c2_) : log_c;
     const Acc value = log_a + log_b - log_c - log_c2;
     if constexpr (WithGrad) {
       // m and r overwrite the ŷ and cross distances column by column (column k
