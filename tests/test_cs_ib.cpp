@@ -495,3 +495,34 @@ TEST_CASE("CS-IB non-finite inputs give NaN without throwing", "[cs_ib][nonfinit
   b.t(1, 1) = std::numeric_limits<double>::quiet_NaN();
   CHECK(std::isnan(ib(b.yhat, b.y, b.t, b.x)));
 }
+
+TEST_CASE("CS log-sum-exps follow core's NaN rule: an infinite sample gives NaN and is not dropped",
+          "[cs_ib][nonfinite]") {
+  // The CS kernel sums use core's log_sum_exp in its accumulating form (float
+  // exps, double log): a NaN entry gives NaN whatever the max (+inf or -inf).
+  const float finf = std::numeric_limits<float>::infinity(), fnan = std::numeric_limits<float>::quiet_NaN();
+  CHECK(std::isnan(losskit::detail::log_sum_exp<double>(Eigen::Vector3f(1, finf, fnan).array())));
+  CHECK(std::isnan(losskit::detail::log_sum_exp<double>(Eigen::Vector2f(-finf, fnan).array())));
+  CHECK(losskit::detail::log_sum_exp<double>(Eigen::Vector2f(1, finf).array()) == std::numeric_limits<double>::infinity());
+  // An infinite sample's kernel exponents are -inf next to a NaN (its distance
+  // to itself, inf - inf). CS-IB's former local log-sum-exp returned the max
+  // there, dropping that sample's entries of A, B and C: a finite value that is
+  // not even the limit of a far sample (yhat_k = 1e300 gives another value).
+  const double inf = std::numeric_limits<double>::infinity();
+  for (CSWeighting w : kWeightings)
+    for (bool symmetric : {false, true})
+      for (int input = 0; input < 3; ++input)
+        for (double bad : {inf, -inf}) {
+          Batch b = batch(6, 2, 1, 2);
+          (input == 0 ? b.yhat : input == 1 ? b.y : b.x)(0, 2) = bad;
+          CSDivergence<double> div;
+          div.weighting = w;
+          div.symmetric_cross_term = symmetric;
+          Eigen::MatrixXd g;
+          INFO("CSDivergence, weighting " << name(w) << ", symmetric " << symmetric << ", "
+                                          << (input == 0 ? "yhat" : input == 1 ? "y" : "x") << "(0, 2) = " << bad);
+          CHECK(std::isnan(div(b.yhat, b.y, b.x)));
+          CHECK(std::isnan(div.value_and_gradient(b.yhat, b.y, b.x, g)));
+          CHECK(std::isnan(CSIB<double>{}(b.yhat, b.y, b.t, b.x)));
+        }
+}

@@ -453,8 +453,8 @@ TEST_CASE("Non-finite inputs never throw and give the documented results", "[rel
   CHECK(std::isnan(s.value_and_gradient(img, img, g)));
   CHECK(g.bottomRows(121).allFinite());
   // CS-IB: a NaN sample makes the loss and ∂/∂ŷ NaN; an infinite ŷ sample
-  // gives the finite limit value (its kernel entries vanish) with a
-  // non-finite ∂/∂ŷ. Never an exception.
+  // a NaN loss (its distance to itself is inf − inf) and a non-finite ∂/∂ŷ.
+  // Never an exception.
   M yh = lktest::normal(1, 5);
   const M yt = lktest::normal(1, 5), tt = lktest::normal(2, 5), xt = lktest::normal(2, 5);
   losskit::CSIB<double> ib;

@@ -40,18 +40,25 @@
 /// - Targets are d_y×N (d_y = 1 allowed): the 1-D target collapse of the official
 ///   script (every y/ŷ Gram constant) cannot occur.
 ///
-/// Numerics: log A, log B, log C (and C') are max-shifted log-sum-exps of
-/// log w_j + (exponent of K) + (exponent of L) per entry, so far predictions
-/// (ŷ = y + 20σ, float: every cross kernel underflows) still give a finite loss
-/// and gradient. Squared distances are clamped at 0. Î(x;t) = 0 exactly (zero
-/// gradient) when Q or K is all ones (collapsed t or x); I_n = 0 (zero gradient)
-/// when Î(t;t) ≤ 0 or Î(x;x) ≤ 0 (collapsed: 0/0 otherwise). Gram matrices are
-/// built once per call, O(N²) memory and O(N²(d_x + d_y + d_t)) time; large-d
-/// distances and the gradients' N×N products are GEMMs. Each functor keeps a
-/// workspace (mutable) reused across calls at the same sizes, so a functor object
-/// must not be used from several threads at once. Per-sample loops run with
-/// OpenMP when compiled with it. Non-finite inputs never crash: the loss and
-/// gradient are then NaN (or inf).
+/// Numerics: log A, log B, log C (and C') are max-shifted log-sum-exps (core's
+/// detail::log_sum_exp) of log w_j + (exponent of K) + (exponent of L) per
+/// entry, so far predictions (ŷ = y + 20σ, float: every cross kernel
+/// underflows) still give a finite loss and gradient. Squared distances are
+/// clamped at 0. Î(x;t) = 0 exactly (zero gradient) when Q or K is all ones
+/// (collapsed t or x); I_n = 0 (zero gradient) when Î(t;t) ≤ 0 or Î(x;x) ≤ 0
+/// (collapsed: 0/0 otherwise). Gram matrices are built once per call, O(N²)
+/// memory and O(N²(d_x + d_y + d_t)) time; large-d distances and the gradients'
+/// N×N products are GEMMs. Per-sample loops run with OpenMP when compiled with it.
+///
+/// Threads: each functor keeps its workspaces in a pool (core/workspace.hpp):
+/// repeated calls at the same sizes reuse one and allocate nothing, and
+/// concurrent calls on one functor each check out their own, so one functor may
+/// be called from several threads at once.
+///
+/// Non-finite inputs never crash: the loss and gradient are then NaN (or inf).
+/// A NaN or infinite sample of ŷ, y or x makes D̂ NaN: an infinite sample's
+/// distance to itself is inf − inf, and a NaN exponent makes the log-sum-exp
+/// NaN (core's rule), rather than dropping that sample's kernel entries.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -63,6 +70,7 @@
 #include "core/checks.hpp"
 #include "core/numerics.hpp"
 #include "core/parallel.hpp"
+#include "core/workspace.hpp"
 
 namespace losskit {
 
@@ -214,16 +222,9 @@ Scalar cs_coef(Scalar sigma) {
                                       -double(std::numeric_limits<Scalar>::max())));
 }
 
-/// log Σ_k exp(v_k) over an Acc vector, max-shifted.
-template <class Acc>
-Acc cs_log_sum_exp(const cs_vec<Acc>& v) {
-  const Acc m = v.maxCoeff();
-  if (!(std::abs(m) < std::numeric_limits<Acc>::infinity())) return m;
-  return m + std::log((v.array() - m).exp().sum());
-}
-
 /// The shared machinery of the three functors: the x Gram (distances, width,
 /// row sums, weights) computed once, then the prediction and compression terms.
+/// The workspace of one call at a time (the functors keep a pool of them).
 template <class Scalar>
 class CSEngine {
  public:
@@ -278,18 +279,14 @@ class CSEngine {
     col_c_.resize(n);
     col_c2_.resize(n);
     column_for(n, 4 * n, [&](Eigen::Index k) {
-      auto row_log_sum = [](const auto& e) {
-        const Scalar m = e.maxCoeff();
-        if (!(std::abs(m) < std::numeric_limits<Scalar>::infinity())) return Acc(m);
-        return Acc(m) + std::log(Acc((e - m).exp().sum()));
-      };
-      col_a_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dy_.col(k).array());
-      col_b_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dyhat_.col(k).array());
-      col_c_(k) = lw_(k) + row_log_sum(cx * dx_.col(k).array() + cy * dcross_.col(k).array());
-      if (symmetric) col_c2_(k) = row_log_sum(lw_.array() + cx * dx_.col(k).array() + cy * dcross_.col(k).array());
+      col_a_(k) = lw_(k) + log_sum_exp<Acc>(cx * dx_.col(k).array() + cy * dy_.col(k).array());
+      col_b_(k) = lw_(k) + log_sum_exp<Acc>(cx * dx_.col(k).array() + cy * dyhat_.col(k).array());
+      col_c_(k) = lw_(k) + log_sum_exp<Acc>(cx * dx_.col(k).array() + cy * dcross_.col(k).array());
+      if (symmetric)
+        col_c2_(k) = log_sum_exp<Acc>(lw_.array() + cx * dx_.col(k).array() + cy * dcross_.col(k).array());
     });
-    const Acc log_a = cs_log_sum_exp(col_a_), log_b = cs_log_sum_exp(col_b_), log_c = cs_log_sum_exp(col_c_);
-    const Acc log_c2 = symmetric ? cs_log_sum_exp(col_c2_) : log_c;
+    const Acc log_a = log_sum_exp(col_a_), log_b = log_sum_exp(col_b_), log_c = log_sum_exp(col_c_);
+    const Acc log_c2 = symmetric ? log_sum_exp(col_c2_) : log_c;
     const Acc value = log_a + log_b - log_c - log_c2;
     if constexpr (WithGrad) {
       // m and r overwrite the ŷ and cross distances column by column (column k
@@ -439,8 +436,9 @@ class CSDivergence {
     const detail::eval_t<YH> p(yhat.derived());
     const detail::eval_t<Y> t(y.derived());
     const detail::eval_t<X> in(x.derived());
-    engine_.set_x(in, sigma_x, weighting, false);
-    return Scalar(engine_.template divergence<false>(p, t, sigma_y, symmetric_cross_term, no_grad()));
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, weighting, false);
+    return Scalar(engine->template divergence<false>(p, t, sigma_y, symmetric_cross_term, no_grad()));
   }
 
   template <class YH, class Y, class X, class G>
@@ -452,8 +450,9 @@ class CSDivergence {
     const detail::eval_t<Y> t(y.derived());
     const detail::eval_t<X> in(x.derived());
     G& g = detail::prepare_output("CSDivergence", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
-    engine_.set_x(in, sigma_x, weighting, false);
-    return Scalar(engine_.template divergence<true>(p, t, sigma_y, symmetric_cross_term, &g));
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, weighting, false);
+    return Scalar(engine->template divergence<true>(p, t, sigma_y, symmetric_cross_term, &g));
   }
 
  private:
@@ -471,7 +470,7 @@ class CSDivergence {
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
-  mutable detail::CSEngine<Scalar> engine_;
+  detail::WorkspacePool<detail::CSEngine<Scalar>> engines_;
 };
 
 /// CS quadratic mutual information Î_CS(x; t) (Yu et al., ICLR 2024).
@@ -492,8 +491,9 @@ class CSQuadraticMI {
     check(t, x);
     const detail::eval_t<T> rep(t.derived());
     const detail::eval_t<X> in(x.derived());
-    engine_.set_x(in, sigma_x, CSWeighting::Uniform, normalized);
-    return Scalar(engine_.template mutual_information<false>(rep, sigma_t, normalized, Scalar(1), no_grad()));
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, CSWeighting::Uniform, normalized);
+    return Scalar(engine->template mutual_information<false>(rep, sigma_t, normalized, Scalar(1), no_grad()));
   }
 
   template <class T, class X, class G>
@@ -504,8 +504,9 @@ class CSQuadraticMI {
     const detail::eval_t<T> rep(t.derived());
     const detail::eval_t<X> in(x.derived());
     G& g = detail::prepare_output("CSQuadraticMI", "grad_t", grad_t, t.rows(), t.cols());
-    engine_.set_x(in, sigma_x, CSWeighting::Uniform, normalized);
-    return Scalar(engine_.template mutual_information<true>(rep, sigma_t, normalized, Scalar(1), &g));
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, CSWeighting::Uniform, normalized);
+    return Scalar(engine->template mutual_information<true>(rep, sigma_t, normalized, Scalar(1), &g));
   }
 
  private:
@@ -520,7 +521,7 @@ class CSQuadraticMI {
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
-  mutable detail::CSEngine<Scalar> engine_;
+  detail::WorkspacePool<detail::CSEngine<Scalar>> engines_;
 };
 
 /// CS-IB objective D̂_CS(p(y|x); q(ŷ|x)) + β·Î_CS(x; t) (Yu et al., ICLR 2024).
@@ -547,10 +548,11 @@ class CSIB {
     const detail::eval_t<Y> target(y.derived());
     const detail::eval_t<T> rep(t.derived());
     const detail::eval_t<X> in(x.derived());
-    engine_.set_x(in, sigma_x, weighting, normalized);
-    const auto d = engine_.template divergence<false>(p, target, sigma_y, symmetric_cross_term, no_grad());
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, weighting, normalized);
+    const auto d = engine->template divergence<false>(p, target, sigma_y, symmetric_cross_term, no_grad());
     if (beta == Scalar(0)) return Scalar(d);
-    const auto i = engine_.template mutual_information<false>(rep, sigma_t, normalized, beta, no_grad());
+    const auto i = engine->template mutual_information<false>(rep, sigma_t, normalized, beta, no_grad());
     return Scalar(d + decltype(d)(beta) * i);
   }
 
@@ -567,13 +569,14 @@ class CSIB {
     const detail::eval_t<X> in(x.derived());
     GY& gy = detail::prepare_output("CSIB", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
     GT& gt = detail::prepare_output("CSIB", "grad_t", grad_t, t.rows(), t.cols());
-    engine_.set_x(in, sigma_x, weighting, normalized);
-    const auto d = engine_.template divergence<true>(p, target, sigma_y, symmetric_cross_term, &gy);
+    const auto engine = engines_.acquire();
+    engine->set_x(in, sigma_x, weighting, normalized);
+    const auto d = engine->template divergence<true>(p, target, sigma_y, symmetric_cross_term, &gy);
     if (beta == Scalar(0)) {
       gt.setZero();
       return Scalar(d);
     }
-    const auto i = engine_.template mutual_information<true>(rep, sigma_t, normalized, beta, &gt);
+    const auto i = engine->template mutual_information<true>(rep, sigma_t, normalized, beta, &gt);
     return Scalar(d + decltype(d)(beta) * i);
   }
 
@@ -597,7 +600,7 @@ class CSIB {
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
-  mutable detail::CSEngine<Scalar> engine_;
+  detail::WorkspacePool<detail::CSEngine<Scalar>> engines_;
 };
 
 }  // namespace losskit

@@ -44,10 +44,12 @@
 /// Reduction Mean: (1/N) Σ_images (1 − index); Sum: Σ_images (1 − index).
 /// Non-finite inputs: a NaN or ±inf pixel makes that channel's index NaN
 /// (so the loss is NaN) and its gradient plane NaN; other planes are unaffected.
-/// Workspace: each functor keeps a mutable workspace, so repeated calls of the
-/// same size allocate nothing; one functor must not be called from several
-/// threads at once (copy it per thread). Planes are processed in parallel with
-/// OpenMP when compiled with it.
+/// Workspace and threads: each functor keeps its workspaces in a pool
+/// (core/workspace.hpp) and every call checks one out for itself, so repeated
+/// calls of the same size allocate nothing (with a presized grad) and one
+/// functor may be called from several threads at once (concurrent calls get
+/// distinct workspaces; the pool holds as many as were ever in use at once).
+/// Planes are processed in parallel with OpenMP when compiled with it.
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
@@ -60,6 +62,7 @@
 #include "core/numerics.hpp"
 #include "core/parallel.hpp"
 #include "core/reduction.hpp"
+#include "core/workspace.hpp"
 
 namespace losskit {
 
@@ -125,7 +128,8 @@ void check_ssim_inputs(const char* loss, const SSIMConfig<Scalar>& cfg, const Ei
 }
 
 /// The shared SSIM / MS-SSIM machinery: per-plane forward (keeping what the
-/// backward pass needs) and backward, over a reusable workspace.
+/// backward pass needs) and backward, over a reusable workspace. One engine
+/// serves one call at a time (the functors keep a pool of them).
 template <class Scalar>
 class SSIMEngine {
  public:
@@ -472,8 +476,9 @@ class SSIMFunctorBase {
 
  protected:
   using Acc = acc_t<Scalar>;
+  using PlaneIndex = typename SSIMEngine<Scalar>::Vector;
   Eigen::Index height_, width_, channels_;
-  mutable SSIMEngine<Scalar> engine_;
+  WorkspacePool<SSIMEngine<Scalar>> engines_;
 
   SSIMFunctorBase(const char* loss, Eigen::Index height, Eigen::Index width, Eigen::Index channels)
       : height_(height), width_(width), channels_(channels) {
@@ -488,8 +493,9 @@ class SSIMFunctorBase {
     const eval_t<P> p(pred.derived());
     const eval_t<T> t(target.derived());
     Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>* none = nullptr;
-    engine_.template run<false>(cfg, p, t, none, Scalar(0));
-    return reduce(pred.cols());
+    const auto engine = engines_.acquire();
+    engine->template run<false>(cfg, p, t, none, Scalar(0));
+    return reduce(engine->plane_index(), pred.cols());
   }
 
   template <class P, class T, class G>
@@ -502,8 +508,9 @@ class SSIMFunctorBase {
     const eval_t<T> t(target.derived());
     G& g = prepare_output(Loss::kName, "grad", grad, pred.rows(), pred.cols());
     const Scalar upstream = -factor(pred.cols()) / Scalar(channels_);
-    engine_.template run<true>(cfg, p, t, &g, upstream);
-    return reduce(pred.cols());
+    const auto engine = engines_.acquire();
+    engine->template run<true>(cfg, p, t, &g, upstream);
+    return reduce(engine->plane_index(), pred.cols());
   }
 
   template <class P, class T>
@@ -513,9 +520,10 @@ class SSIMFunctorBase {
     const eval_t<P> p(pred.derived());
     const eval_t<T> t(target.derived());
     Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>* none = nullptr;
-    engine_.template run<false>(cfg, p, t, none, Scalar(0));
+    const auto engine = engines_.acquire();
+    engine->template run<false>(cfg, p, t, none, Scalar(0));
     Vector out(pred.cols());
-    for (Eigen::Index i = 0; i < pred.cols(); ++i) out(i) = Scalar(image_index(i));
+    for (Eigen::Index i = 0; i < pred.cols(); ++i) out(i) = Scalar(image_index(engine->plane_index(), i));
     return out;
   }
 
@@ -524,15 +532,15 @@ class SSIMFunctorBase {
     return reduction_factor<Scalar>(static_cast<const Loss&>(*this).reduction, Acc(images));
   }
 
-  Acc image_index(Eigen::Index i) const {
+  Acc image_index(const PlaneIndex& planes, Eigen::Index i) const {
     Acc s = 0;
-    for (Eigen::Index c = 0; c < channels_; ++c) s += Acc(engine_.plane_index()(i * channels_ + c));
+    for (Eigen::Index c = 0; c < channels_; ++c) s += Acc(planes(i * channels_ + c));
     return s / Acc(channels_);
   }
 
-  Scalar reduce(Eigen::Index images) const {
+  Scalar reduce(const PlaneIndex& planes, Eigen::Index images) const {
     Acc total = 0;
-    for (Eigen::Index i = 0; i < images; ++i) total += Acc(1) - image_index(i);
+    for (Eigen::Index i = 0; i < images; ++i) total += Acc(1) - image_index(planes, i);
     return Scalar(total * Acc(factor(images)));
   }
 };

@@ -51,19 +51,24 @@ Scalar sigmoid(Scalar x) {
   return e / (Scalar(1) + e);
 }
 
-/// log Σ_k exp(x_k) of a vector expression, max-shifted. Returns -inf for an
-/// all -inf vector, +inf if any entry is +inf, NaN if any entry is NaN.
-template <class Derived>
-typename Derived::Scalar log_sum_exp(const Eigen::DenseBase<Derived>& x) {
+/// log Σ_k exp(x_k) of a vector or array expression, max-shifted. Returns -inf
+/// for an all -inf vector, NaN if any entry is NaN, else +inf if any entry is
+/// +inf. The exps and their sum are in the working precision; `Result` (default:
+/// the Scalar) is the type the log and the shift back are taken in — acc_t
+/// where the result is itself a term of a longer sum (CS-IB's kernel sums).
+template <class Result = void, class Derived>
+std::conditional_t<std::is_void<Result>::value, typename Derived::Scalar, Result> log_sum_exp(
+    const Eigen::DenseBase<Derived>& x) {
   using Scalar = typename Derived::Scalar;
+  using R = std::conditional_t<std::is_void<Result>::value, Scalar, Result>;
   using std::log;
   const Scalar m = x.maxCoeff();
   if (!(std::abs(m) < std::numeric_limits<Scalar>::infinity())) {
     // A sum would also be NaN for +inf next to -inf: test for NaN directly.
-    if (x.derived().hasNaN()) return std::numeric_limits<Scalar>::quiet_NaN();
-    return m;
+    if (x.derived().hasNaN()) return std::numeric_limits<R>::quiet_NaN();
+    return R(m);
   }
-  return m + log((x.derived().array() - m).exp().sum());
+  return R(m) + log(R((x.derived().array() - m).exp().sum()));
 }
 
 /// The shared pass of softmax-type losses: writes e_k = exp(x_k - max x)
