@@ -526,3 +526,21 @@ TEST_CASE("CS log-sum-exps follow core's NaN rule: an infinite sample gives NaN 
           CHECK(std::isnan(CSIB<double>{}(b.yhat, b.y, b.t, b.x)));
         }
 }
+
+TEST_CASE("Normalised CSQuadraticMI: a NaN or infinite t or x gives NaN, not the collapsed 0", "[cs_ib][nonfinite]") {
+  // Î_tt or Î_xx is NaN then; the collapsed case (Î_tt or Î_xx = 0, defined
+  // as 0) must not swallow it.
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  for (int input = 0; input < 2; ++input)
+    for (double bad : {nan, inf}) {
+      Batch b = batch(6, 2, 1, 3);
+      (input == 0 ? b.t : b.x)(0, 2) = bad;
+      losskit::CSQuadraticMI<double> mi;
+      mi.normalized = true;
+      Eigen::MatrixXd g;
+      INFO((input == 0 ? "t" : "x") << "(0, 2) = " << bad);
+      CHECK(std::isnan(mi(b.t, b.x)));
+      CHECK(std::isnan(mi.value_and_gradient(b.t, b.x, g)));
+      CHECK(!g.allFinite());
+    }
+}

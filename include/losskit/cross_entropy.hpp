@@ -82,12 +82,11 @@ namespace losskit {
 
 template <class Scalar_>
 class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
-  using Base = detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>;
-  friend Base;
+  friend detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>;
 
  public:
   using Scalar = Scalar_;
-  using typename Base::Vector;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   VectorOption<Scalar> class_weights;  ///< length C, finite, >= 0; empty (default) = all 1
   long long ignore_index = -100;       ///< label value whose samples are skipped (PyTorch's default)
   Scalar label_smoothing = 0;          ///< ε in [0, 1]
@@ -460,12 +459,11 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
 template <class Scalar_>
 class BinaryCrossEntropyWithLogits
     : public detail::ColumnLoss<BinaryCrossEntropyWithLogits<Scalar_>, Scalar_> {
-  using Base = detail::ColumnLoss<BinaryCrossEntropyWithLogits<Scalar_>, Scalar_>;
-  friend Base;
+  friend detail::ColumnLoss<BinaryCrossEntropyWithLogits<Scalar_>, Scalar_>;
 
  public:
   using Scalar = Scalar_;
-  using typename Base::Vector;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   VectorOption<Scalar> pos_weight;  ///< length D (or 1: the same for every output), finite, >= 0; empty = all 1
 
  private:

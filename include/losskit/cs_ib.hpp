@@ -341,49 +341,66 @@ class CSEngine {
     };
     if (t_all_ones || x_all_ones_) return zero();  // Q or K constant: Î = 0 exactly
 
-    const Acc a = col_a_.sum(), b = col_b_.sum(), s_k = k_.template cast<Acc>().sum();
-    const Acc c = (k_.template cast<Acc>().array() * col_b_.array()).sum();  // q = Q1 = col_b_
-    const Acc mi = std::log(a) + std::log(b) + std::log(s_k) - Acc(2) * std::log(c);
-    Acc value = mi, g_mi = Acc(1), g_tt = Acc(0), a2 = 0, c2 = 0;
+    MISums m;
+    m.a = col_a_.sum();
+    m.b = col_b_.sum();
+    const Acc s_k = k_.template cast<Acc>().sum();
+    m.c = (k_.template cast<Acc>().array() * col_b_.array()).sum();  // q = Q1 = col_b_
+    const Acc mi = std::log(m.a) + std::log(m.b) + std::log(s_k) - Acc(2) * std::log(m.c);
+    Acc value = mi;
     if (normalized) {
-      a2 = col_c_.sum();
-      c2 = col_b_.squaredNorm();
-      const Acc i_tt = std::log(a2) + Acc(2) * std::log(b) - Acc(2) * std::log(c2);
+      m.a2 = col_c_.sum();
+      m.c2 = col_b_.squaredNorm();
+      const Acc i_tt = std::log(m.a2) + Acc(2) * std::log(m.b) - Acc(2) * std::log(m.c2);
       const Acc i_xx = std::log(ksq_.template cast<Acc>().sum()) + Acc(2) * std::log(s_k) -
                        Acc(2) * std::log(k_.template cast<Acc>().squaredNorm());
+      if (std::isnan(i_tt) || std::isnan(i_xx)) {  // non-finite t or x: NaN, not the collapsed 0
+        if constexpr (WithGrad) g->setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+        return std::numeric_limits<Acc>::quiet_NaN();
+      }
       if (!(i_tt > Acc(0)) || !(i_xx > Acc(0))) return zero();  // collapsed: 0/0, defined as 0
       const Acc root = std::sqrt(i_xx * i_tt);
       value = mi / root;
-      g_mi = Acc(1) / root;
-      g_tt = -value / (Acc(2) * i_tt);
+      m.g_mi = Acc(1) / root;
+      m.g_tt = -value / (Acc(2) * i_tt);
     }
-    if constexpr (WithGrad) {
-      const Scalar inv_a = Scalar(1 / a), inv_b = Scalar(1 / b), inv_c = Scalar(1 / c);
-      const Scalar inv_a2 = normalized ? Scalar(1 / a2) : Scalar(0), inv_c2 = normalized ? Scalar(1 / c2) : Scalar(0);
-      const Scalar f1 = Scalar(2 * g_mi), f2 = Scalar(4 * g_tt);
-      diag_.resize(n);
-      qsum_ = col_b_.template cast<Scalar>();
-      column_for(n, 2 * n, [&](Eigen::Index k) {
-        auto s = dt_.col(k).array();  // S replaces Q
-        if (normalized)
-          s = f1 * s * ((cx * dx_.col(k).array()).exp() * inv_a + inv_b - (k_(k) + k_.array()) * inv_c) +
-              f2 * s * (s * inv_a2 + inv_b - (qsum_(k) + qsum_.array()) * inv_c2);
-        else
-          s = f1 * s * ((cx * dx_.col(k).array()).exp() * inv_a + inv_b - (k_(k) + k_.array()) * inv_c);
-        diag_(k) = s.sum();
-      });
-      G& grad = *g;
-      auto&& gm = grad.matrix();
-      gm.noalias() = t.matrix() * dt_;
-      gm -= t.matrix() * diag_.asDiagonal();
-      gm *= scale / (sigma_t * sigma_t);
-    }
+    if constexpr (WithGrad) mi_gradient(t, m, normalized, scale / (sigma_t * sigma_t), *g);
     return value;
   }
 
   Scalar sigma_x() const { return sigma_x_; }
 
  private:
+  /// The sums Î is made of, and ∂(value)/∂Î, ∂(value)/∂Î_tt (normalised form).
+  struct MISums {
+    Acc a = 0, b = 0, c = 0, a2 = 0, c2 = 0, g_mi = 1, g_tt = 0;
+  };
+
+  /// scale·∂I/∂t from the sums (dt_ holds Q on entry and is overwritten).
+  template <class T, class G>
+  void mi_gradient(const T& t, const MISums& m, bool normalized, Scalar scale, G& grad) {
+    const Eigen::Index n = t.cols();
+    const Scalar cx = cx_;
+    const Scalar inv_a = Scalar(1 / m.a), inv_b = Scalar(1 / m.b), inv_c = Scalar(1 / m.c);
+    const Scalar inv_a2 = normalized ? Scalar(1 / m.a2) : Scalar(0), inv_c2 = normalized ? Scalar(1 / m.c2) : Scalar(0);
+    const Scalar f1 = Scalar(2 * m.g_mi), f2 = Scalar(4 * m.g_tt);
+    diag_.resize(n);
+    qsum_ = col_b_.template cast<Scalar>();
+    column_for(n, 2 * n, [&](Eigen::Index k) {
+      auto s = dt_.col(k).array();  // S replaces Q
+      if (normalized)
+        s = f1 * s * ((cx * dx_.col(k).array()).exp() * inv_a + inv_b - (k_(k) + k_.array()) * inv_c) +
+            f2 * s * (s * inv_a2 + inv_b - (qsum_(k) + qsum_.array()) * inv_c2);
+      else
+        s = f1 * s * ((cx * dx_.col(k).array()).exp() * inv_a + inv_b - (k_(k) + k_.array()) * inv_c);
+      diag_(k) = s.sum();
+    });
+    auto&& gm = grad.matrix();
+    gm.noalias() = t.matrix() * dt_;
+    gm -= t.matrix() * diag_.asDiagonal();
+    gm *= scale;
+  }
+
   Mat dx_, dy_, dyhat_, dcross_, dt_;
   Vec k_, ksq_, lw_, w_, diag_, qsum_, qmin_;
   CSMedianScratch<Scalar> median_;

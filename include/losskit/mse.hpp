@@ -24,12 +24,11 @@ namespace losskit {
 
 template <class Scalar_>
 class MSE : public detail::ColumnLoss<MSE<Scalar_>, Scalar_> {
-  using Base = detail::ColumnLoss<MSE<Scalar_>, Scalar_>;
-  friend Base;
+  friend detail::ColumnLoss<MSE<Scalar_>, Scalar_>;
 
  public:
   using Scalar = Scalar_;
-  using typename Base::Vector;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
  private:
   using Acc = detail::acc_t<Scalar>;
