@@ -3,7 +3,7 @@
 // of W), with and without the stabilisation measures; singular updates;
 // errors; non-finite input; float.
 #include <losskit/gradcheck.hpp>
-#include <losskit/spherical.hpp>
+#include <losskit/factored_output_layer.hpp>
 
 #include "test_util.hpp"
 
