@@ -66,11 +66,25 @@
 /// not part of the returned loss. Non-finite hidden values or losses: the loss
 /// and ∂L/∂H are returned as computed (NaN/inf) and the weights are left
 /// unchanged (a non-finite term would spread to every row of W at once).
-/// Not thread-safe for concurrent train_step calls on one object.
+///
+/// Concurrency: the const members (value_and_gradient, outputs, weights,
+/// stats, ...) may run at the same time on one object: they write nothing of
+/// it, and value_and_gradient keeps its buffers per call. train_step and
+/// unfactorize change the layer and must not overlap any other call on it.
+///
+/// Allocation: train_step keeps its buffers in the object, sized on the first
+/// call and again only when m or K change. After that a step allocates
+/// nothing on the heap, in every branch but one: a condition check's SVD
+/// (Eigen's BDCSVD allocates inside compute(); see check_condition). Eigen's
+/// products also malloc their packing buffers where those exceed
+/// EIGEN_STACK_ALLOCATION_LIMIT (128 KB unless defined before including
+/// Eigen): in float with m = 64, none up to d = 128, four per step at d = 256.
+/// value_and_gradient allocates its buffers on every call.
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -150,8 +164,7 @@ class FactoredOutputLayer {
   /// Folds U and ω into V (V ← W, U = I, ω = 0) and recomputes Q = WᵀW and
   /// w̄ = Wᵀ1 from W. O(D·d²).
   void unfactorize() {
-    vt_ = u_.transpose() * vt_;
-    vt_.colwise() += omega_;
+    fold_factors_into_v();
     reset_factorization();
     ++stats_.unfactorizations;
   }
@@ -162,17 +175,15 @@ class FactoredOutputLayer {
   template <class H, class L, class G>
   Scalar value_and_gradient(const ZLoss<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
                             const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad_hidden) const {
-    Workspace ws;
-    // Update = false never touches the layer's state.
-    return const_cast<FactoredOutputLayer&>(*this).template zloss_step<false>(ws, loss, hidden, labels, grad_hidden,
-                                                                             Scalar(0));
+    Evaluation ev;
+    return zloss_step(*this, ev, loss, hidden, labels, grad_hidden, Scalar(0));
   }
 
   /// Loss and ∂L/∂H at the current weights, then the exact SGD update of W.
   template <class H, class L, class G>
   Scalar train_step(const ZLoss<Scalar>& loss, const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<L>& labels,
                     const Eigen::DenseBase<G>& grad_hidden, Scalar learning_rate) {
-    return zloss_step<true>(ws_, loss, hidden, labels, grad_hidden, learning_rate);
+    return zloss_step(*this, ev_, loss, hidden, labels, grad_hidden, learning_rate);
   }
 
   // ---- MSE against one-hot labels ---------------------------------------------------------
@@ -180,15 +191,14 @@ class FactoredOutputLayer {
   template <class H, class L, class G>
   Scalar value_and_gradient(const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
                             const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad_hidden) const {
-    Workspace ws;
-    return const_cast<FactoredOutputLayer&>(*this).template onehot_step<false>(ws, loss, hidden, labels, grad_hidden,
-                                                                              Scalar(0));
+    Evaluation ev;
+    return onehot_step(*this, ev, loss, hidden, labels, grad_hidden, Scalar(0));
   }
 
   template <class H, class L, class G>
   Scalar train_step(const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<L>& labels,
                     const Eigen::DenseBase<G>& grad_hidden, Scalar learning_rate) {
-    return onehot_step<true>(ws_, loss, hidden, labels, grad_hidden, learning_rate);
+    return onehot_step(*this, ev_, loss, hidden, labels, grad_hidden, learning_rate);
   }
 
   // ---- MSE against sparse targets: column i has value target_values(j, i) at row target_rows(j, i)
@@ -197,29 +207,73 @@ class FactoredOutputLayer {
   Scalar value_and_gradient(const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
                             const Eigen::DenseBase<R>& target_rows, const Eigen::DenseBase<T>& target_values,
                             const Eigen::DenseBase<G>& grad_hidden) const {
-    Workspace ws;
-    return const_cast<FactoredOutputLayer&>(*this).template sparse_step<false>(ws, loss, hidden, target_rows,
-                                                                              target_values, grad_hidden, Scalar(0));
+    Evaluation ev;
+    return sparse_step(*this, ev, loss, hidden, target_rows, target_values, grad_hidden, Scalar(0));
   }
 
   template <class H, class R, class T, class G>
   Scalar train_step(const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<R>& target_rows,
                     const Eigen::DenseBase<T>& target_values, const Eigen::DenseBase<G>& grad_hidden,
                     Scalar learning_rate) {
-    return sparse_step<true>(ws_, loss, hidden, target_rows, target_values, grad_hidden, learning_rate);
+    return sparse_step(*this, ev_, loss, hidden, target_rows, target_values, grad_hidden, learning_rate);
   }
 
  private:
   using Acc = detail::acc_t<Scalar>;
   static constexpr const char* kName = "FactoredOutputLayer";
+  // Operations on all D rows of V run over blocks of this many rows, so that
+  // they need a d×kRowBlock buffer rather than a D×d temporary.
+  static constexpr Eigen::Index kRowBlock = 256;
 
-  // Per-step buffers; kept as a member so that repeated train_step calls reuse them.
-  struct Workspace {
-    IndexMatrix rows;       // K×m target rows
-    Matrix values;          // K×m target values (MSE) / target outputs o_c
-    Matrix g_target;        // K×m ∂L/∂o_c (reduced)
-    Vector g_sum, g_sq, s;  // m
-    Matrix uh, qh, vy, grad, x, n, p, zt, m_mat, tmp;  // d×m and m×m
+  // One evaluation of the loss at the current weights, and what the update
+  // reads back from it. value_and_gradient keeps its own per call, so that
+  // concurrent const calls share nothing; train_step reuses ev_.
+  struct Evaluation {
+    IndexMatrix rows;        // K×m target rows
+    Matrix values;           // K×m target outputs o_c
+    Matrix g_target;         // K×m ∂L/∂o_c (reduced)
+    Vector g_sum, g_sq, s;   // m: ∂L/∂s, ∂L/∂q (reduced), s = w̄ᵀh
+    Vector omega_h, ybar;    // m: Hᵀω, Σ_c ∂L/∂o_c
+    Matrix uh, qh, vy, wty;  // d×m: U·H, Q·H, VᵀẎ, WᵀẎ
+    Matrix grad;             // d×m: ∂L/∂H
+  };
+
+  // Buffers of the update, sized by fit() on the first train_step and again
+  // only when m or K change, so that a step with known shapes does not
+  // allocate; the rare branches' buffers are sized up front too.
+  struct UpdateWorkspace {
+    Eigen::Index m = -1, k = -1;
+    Vector dk, h_norm2, colsum, tmp_m;                   // m
+    Vector tmp_d, sigma, ss;                             // d
+    Matrix gram, gram_sym, tmp_mm, hth, n, dk_diag, p;   // m×m
+    Matrix tmp_dm, uinvt_h, unew_h;                      // d×m
+    Matrix tmp_dd, a, ps, ps_scaled;                     // d×d
+    Matrix row_block;                                    // d×min(D, kRowBlock)
+    std::vector<std::pair<Eigen::Index, Eigen::Index>> entries;  // K·m (row, flat index j + K·i)
+    Eigen::PartialPivLU<Matrix> lu_n, lu_u;              // of N (m×m) and of U (d×d)
+    Eigen::SelfAdjointEigenSolver<Matrix> eig;           // of A (d×d)
+    Eigen::BDCSVD<Matrix> svd;                           // of U (d×d)
+
+    void fit(Eigen::Index d, Eigen::Index classes, Eigen::Index m_new, Eigen::Index k_new) {
+      if (tmp_d.size() != d) {
+        tmp_d.resize(d);
+        sigma.resize(d);
+        ss.resize(d);
+        for (Matrix* x : {&tmp_dd, &a, &ps, &ps_scaled}) x->resize(d, d);
+        row_block.resize(d, std::min(classes, kRowBlock));
+        lu_u = Eigen::PartialPivLU<Matrix>(d);
+        eig = Eigen::SelfAdjointEigenSolver<Matrix>(d);
+        svd = Eigen::BDCSVD<Matrix>(d, d, Eigen::ComputeFullU | Eigen::ComputeFullV);
+      }
+      if (m_new == m && k_new == k) return;
+      m = m_new;
+      k = k_new;
+      for (Vector* x : {&dk, &h_norm2, &colsum, &tmp_m}) x->resize(m);
+      for (Matrix* x : {&gram, &gram_sym, &tmp_mm, &hth, &n, &dk_diag, &p}) x->resize(m, m);
+      for (Matrix* x : {&tmp_dm, &uinvt_h, &unew_h}) x->resize(d, m);
+      entries.reserve(std::size_t(k * m));
+      lu_n = Eigen::PartialPivLU<Matrix>(m);
+    }
   };
 
   Matrix vt_;        // Vᵀ (d×D): column c is row c of V, contiguous
@@ -230,7 +284,8 @@ class FactoredOutputLayer {
   Scalar smin_bound_ = 1, smax_bound_ = 1;  // bounds on U's singular values since the last SVD
   long since_refresh_ = 0, since_check_ = 0, since_unfactorize_ = 0;
   FactoredLayerStats stats_;
-  Workspace ws_;
+  Evaluation ev_;
+  UpdateWorkspace uw_;
 
   void reset_factorization() {
     const Eigen::Index d = vt_.rows();
@@ -275,56 +330,85 @@ class FactoredOutputLayer {
     check_options(update, lr);
   }
 
-  template <bool Update, class H, class L, class G>
-  Scalar zloss_step(Workspace& ws, const ZLoss<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
-                    const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad, Scalar lr) {
-    check_common(hidden, grad, Update, lr);
+  // The steps are static and take the layer as `Layer&`: value_and_gradient
+  // passes a const layer, so the compiler itself keeps that path read-only;
+  // train_step passes itself and the update runs.
+  template <class Layer>
+  static constexpr bool kUpdates = !std::is_const<Layer>::value;
+
+  template <class Layer, class H, class L, class G>
+  static Scalar zloss_step(Layer& layer, Evaluation& ev, const ZLoss<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
+                           const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad, Scalar lr) {
+    layer.check_common(hidden, grad, kUpdates<Layer>, lr);
     detail::check_positive("ZLoss", "a", loss.a);
     detail::check_finite("ZLoss", "b", loss.b);
-    if (classes() < 2) detail::fail("ZLoss", "outputs", "needs at least 2 classes (rows), got ", classes());
-    detail::check_labels("ZLoss", labels, hidden.cols(), classes());
-    const Eigen::Index m = hidden.cols(), dim = classes();
-    ws.rows.resize(1, m);
-    for (Eigen::Index i = 0; i < m; ++i) ws.rows(0, i) = Eigen::Index(labels.derived().coeff(i));
+    const Eigen::Index m = hidden.cols(), dim = layer.classes();
+    if (dim < 2) detail::fail("ZLoss", "outputs", "needs at least 2 classes (rows), got ", dim);
+    detail::check_labels("ZLoss", labels, m, dim);
+    set_label_rows(ev, labels, m);
     const Scalar factor = detail::reduction_factor<Scalar>(loss.reduction, Acc(m));
     const detail::eval_t<H> h(hidden.derived());
-    return run<Update>(ws, h.matrix(), grad, lr, factor, [&](Eigen::Index i, Scalar s, Scalar q) {
-      const SphericalTerms<Scalar> t = loss.terms_unchecked(s, q, ws.values(0, i), dim);
-      ws.g_target(0, i) = t.d_target;
-      ws.g_sum(i) = t.d_sum;
-      ws.g_sq(i) = t.d_sum_squares;
+    return run(layer, ev, h.matrix(), grad, lr, factor, [&](Eigen::Index i, Scalar s, Scalar q) {
+      const SphericalTerms<Scalar> t = loss.terms_unchecked(s, q, ev.values(0, i), dim);
+      ev.g_target(0, i) = t.d_target;
+      ev.g_sum(i) = t.d_sum;
+      ev.g_sq(i) = t.d_sum_squares;
       return t.value;
     });
   }
 
-  template <bool Update, class H, class L, class G>
-  Scalar onehot_step(Workspace& ws, const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
-                     const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad, Scalar lr) {
-    check_common(hidden, grad, Update, lr);
-    detail::check_labels("MSE", labels, hidden.cols(), classes());
+  template <class Layer, class H, class L, class G>
+  static Scalar onehot_step(Layer& layer, Evaluation& ev, const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
+                            const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad, Scalar lr) {
+    layer.check_common(hidden, grad, kUpdates<Layer>, lr);
+    detail::check_labels("MSE", labels, hidden.cols(), layer.classes());
     const Eigen::Index m = hidden.cols();
-    ws.rows.resize(1, m);
-    for (Eigen::Index i = 0; i < m; ++i) ws.rows(0, i) = Eigen::Index(labels.derived().coeff(i));
-    const Scalar factor = detail::reduction_factor<Scalar>(loss.reduction, Acc(m) * Acc(classes()));
+    set_label_rows(ev, labels, m);
+    const Scalar factor = detail::reduction_factor<Scalar>(loss.reduction, Acc(m) * Acc(layer.classes()));
     const detail::eval_t<H> h(hidden.derived());
-    return run<Update>(ws, h.matrix(), grad, lr, factor, [&](Eigen::Index i, Scalar, Scalar q) {
+    return run(layer, ev, h.matrix(), grad, lr, factor, [&](Eigen::Index i, Scalar, Scalar q) {
       // Σ_k (o_k − [k = c])² = q − 2·o_c + 1.
-      const Scalar oc = ws.values(0, i);
-      ws.g_target(0, i) = Scalar(-2);
-      ws.g_sum(i) = Scalar(0);
-      ws.g_sq(i) = Scalar(1);
+      const Scalar oc = ev.values(0, i);
+      ev.g_target(0, i) = Scalar(-2);
+      ev.g_sum(i) = Scalar(0);
+      ev.g_sq(i) = Scalar(1);
       return q - Scalar(2) * oc + Scalar(1);
     });
   }
 
-  template <bool Update, class H, class R, class T, class G>
-  Scalar sparse_step(Workspace& ws, const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
-                     const Eigen::DenseBase<R>& target_rows, const Eigen::DenseBase<T>& target_values,
-                     const Eigen::DenseBase<G>& grad, Scalar lr) {
-    check_common(hidden, grad, Update, lr);
+  template <class Layer, class H, class R, class T, class G>
+  static Scalar sparse_step(Layer& layer, Evaluation& ev, const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
+                            const Eigen::DenseBase<R>& target_rows, const Eigen::DenseBase<T>& target_values,
+                            const Eigen::DenseBase<G>& grad, Scalar lr) {
+    layer.check_common(hidden, grad, kUpdates<Layer>, lr);
+    layer.check_sparse_targets(target_rows, target_values, hidden.cols());
+    const Eigen::Index m = hidden.cols(), k = target_rows.rows();
+    ev.rows.resize(k, m);
+    for (Eigen::Index i = 0; i < m; ++i)
+      for (Eigen::Index j = 0; j < k; ++j) ev.rows(j, i) = Eigen::Index(target_rows.derived().coeff(j, i));
+    const Scalar factor = detail::reduction_factor<Scalar>(loss.reduction, Acc(m) * Acc(layer.classes()));
+    const detail::eval_t<H> h(hidden.derived());
+    const detail::eval_t<T> y(target_values.derived());
+    return run(layer, ev, h.matrix(), grad, lr, factor, [&](Eigen::Index i, Scalar, Scalar q) {
+      // Σ_k (o_k − t_k)² = q − 2·Σ_j y_j·o_{r_j} + Σ_j y_j².
+      Scalar v = q;
+      for (Eigen::Index j = 0; j < k; ++j) {
+        const Scalar yj = y.coeff(j, i);
+        v += yj * (yj - Scalar(2) * ev.values(j, i));
+        ev.g_target(j, i) = Scalar(-2) * yj;
+      }
+      ev.g_sum(i) = Scalar(0);
+      ev.g_sq(i) = Scalar(1);
+      return v;
+    });
+  }
+
+  template <class R, class T>
+  void check_sparse_targets(const Eigen::DenseBase<R>& target_rows, const Eigen::DenseBase<T>& target_values,
+                            Eigen::Index m) const {
     detail::require_integer_labels<R>();
     detail::require_scalar<Scalar, T>();
-    const Eigen::Index m = hidden.cols(), k = target_rows.rows();
+    const Eigen::Index k = target_rows.rows();
     if (target_rows.cols() != m || k == 0)
       detail::fail("MSE", "target_rows", "expected K x ", m, " with K >= 1, got ", target_rows.rows(), "x",
                    target_rows.cols());
@@ -338,85 +422,93 @@ class FactoredOutputLayer {
           if (static_cast<long long>(target_rows.derived().coeff(l, i)) == r)
             detail::fail("MSE", "target_rows", "row ", r, " appears twice in sample ", i);
       }
-    ws.rows.resize(k, m);
-    for (Eigen::Index i = 0; i < m; ++i)
-      for (Eigen::Index j = 0; j < k; ++j) ws.rows(j, i) = Eigen::Index(target_rows.derived().coeff(j, i));
-    const Scalar factor = detail::reduction_factor<Scalar>(loss.reduction, Acc(m) * Acc(classes()));
-    const detail::eval_t<H> h(hidden.derived());
-    const detail::eval_t<T> y(target_values.derived());
-    return run<Update>(ws, h.matrix(), grad, lr, factor, [&](Eigen::Index i, Scalar, Scalar q) {
-      // Σ_k (o_k − t_k)² = q − 2·Σ_j y_j·o_{r_j} + Σ_j y_j².
-      Scalar v = q;
-      for (Eigen::Index j = 0; j < k; ++j) {
-        const Scalar yj = y.coeff(j, i);
-        v += yj * (yj - Scalar(2) * ws.values(j, i));
-        ws.g_target(j, i) = Scalar(-2) * yj;
-      }
-      ws.g_sum(i) = Scalar(0);
-      ws.g_sq(i) = Scalar(1);
-      return v;
-    });
   }
 
-  // The shared step. `terms(i, s_i, q_i)` reads the target outputs from
-  // ws.values(:, i), writes the unreduced partials into ws.g_target(:, i),
-  // ws.g_sum(i), ws.g_sq(i), and returns the unreduced loss of sample i.
-  template <bool Update, class H, class G, class Terms>
-  Scalar run(Workspace& ws, const H& h, const Eigen::DenseBase<G>& grad_out, Scalar lr, Scalar factor, Terms&& terms) {
-    const Eigen::Index m = h.cols(), k = ws.rows.rows();
-    ws.uh.noalias() = u_ * h;
-    ws.qh.noalias() = q_ * h;
-    ws.s.noalias() = h.transpose() * wbar_;
-    const Vector omega_h = h.transpose() * omega_;
-    ws.values.resize(k, m);
-    for (Eigen::Index i = 0; i < m; ++i)
-      for (Eigen::Index j = 0; j < k; ++j) ws.values(j, i) = vt_.col(ws.rows(j, i)).dot(ws.uh.col(i)) + omega_h(i);
-    ws.g_target.resize(k, m);
-    ws.g_sum.resize(m);
-    ws.g_sq.resize(m);
-    Acc total(0);
-    for (Eigen::Index i = 0; i < m; ++i) total += Acc(terms(i, ws.s(i), h.col(i).dot(ws.qh.col(i))));
-    ws.g_target *= factor;
-    ws.g_sum *= factor;
-    ws.g_sq *= factor;
-    const Scalar value = Scalar(total * Acc(factor));
+  template <class L>
+  static void set_label_rows(Evaluation& ev, const Eigen::DenseBase<L>& labels, Eigen::Index m) {
+    ev.rows.resize(1, m);
+    for (Eigen::Index i = 0; i < m; ++i) ev.rows(0, i) = Eigen::Index(labels.derived().coeff(i));
+  }
 
-    // ∇_H = WᵀẎ + w̄·g_sᵀ + 2·Q·H·diag(g_q), with WᵀẎ = Uᵀ(VᵀẎ) + ω·ȳᵀ.
-    ws.vy.setZero(h.rows(), m);
-    Vector ybar = Vector::Zero(m);
-    for (Eigen::Index i = 0; i < m; ++i)
-      for (Eigen::Index j = 0; j < k; ++j) {
-        ws.vy.col(i) += ws.g_target(j, i) * vt_.col(ws.rows(j, i));
-        ybar(i) += ws.g_target(j, i);
-      }
-    ws.grad.noalias() = u_.transpose() * ws.vy;  // WᵀẎ, completed below
-    ws.grad.noalias() += omega_ * ybar.transpose();
-    ws.zt = ws.grad;  // keep WᵀẎ (= Rᵀ) for GᵀG
-    ws.grad.noalias() += wbar_ * ws.g_sum.transpose();
-    ws.grad.noalias() += ws.qh * (Scalar(2) * ws.g_sq).asDiagonal();
-
-    const bool finite = std::isfinite(double(value)) && ws.g_target.allFinite() && ws.g_sum.allFinite() &&
-                        ws.g_sq.allFinite() && ws.grad.allFinite();
-    if constexpr (Update) {
-      if (finite && lr > Scalar(0)) {
-        update(ws, h, ybar, lr);  // may throw (singular update, Throw policy) before changing anything
-      } else if (!finite) {
-        ++stats_.skipped_nonfinite;
-      }
+  // Evaluates, updates (train_step only), then writes ∂L/∂H: an update that
+  // throws leaves grad_hidden untouched.
+  template <class Layer, class H, class G, class Terms>
+  static Scalar run(Layer& layer, Evaluation& ev, const H& h, const Eigen::DenseBase<G>& grad_out, Scalar lr,
+                    Scalar factor, Terms&& terms) {
+    const Scalar value = layer.evaluate(ev, h, factor, terms);
+    if constexpr (kUpdates<Layer>) {
+      layer.apply_step(ev, h, value, lr);
     } else {
       (void)lr;
     }
-    G& g = detail::prepare_output(kName, "grad_hidden", grad_out, h.rows(), m);
-    g = ws.grad;
+    G& g = detail::prepare_output(kName, "grad_hidden", grad_out, h.rows(), h.cols());
+    g = ev.grad;
     return value;
   }
 
-  // Sum over pairs of entries of Ẏ sharing a row: (ẎᵀẎ)_{ij}.
-  static void sparse_gram(const IndexMatrix& rows, const Matrix& vals, Matrix& out) {
+  // `terms(i, s_i, q_i)` reads the target outputs from ev.values(:, i), writes
+  // the unreduced partials into ev.g_target(:, i), ev.g_sum(i), ev.g_sq(i),
+  // and returns the unreduced loss of sample i.
+  template <class H, class Terms>
+  Scalar evaluate(Evaluation& ev, const H& h, Scalar factor, Terms& terms) const {
+    const Eigen::Index m = h.cols(), k = ev.rows.rows();
+    ev.uh.noalias() = u_ * h;
+    ev.qh.noalias() = q_ * h;
+    ev.s.noalias() = h.transpose() * wbar_;
+    ev.omega_h.noalias() = h.transpose() * omega_;
+    ev.values.resize(k, m);
+    for (Eigen::Index i = 0; i < m; ++i)
+      for (Eigen::Index j = 0; j < k; ++j)
+        ev.values(j, i) = vt_.col(ev.rows(j, i)).dot(ev.uh.col(i)) + ev.omega_h(i);
+    ev.g_target.resize(k, m);
+    ev.g_sum.resize(m);
+    ev.g_sq.resize(m);
+    Acc total(0);
+    for (Eigen::Index i = 0; i < m; ++i) total += Acc(terms(i, ev.s(i), h.col(i).dot(ev.qh.col(i))));
+    ev.g_target *= factor;
+    ev.g_sum *= factor;
+    ev.g_sq *= factor;
+    hidden_gradient(ev);
+    return Scalar(total * Acc(factor));
+  }
+
+  // ∇_H = WᵀẎ + w̄·g_sᵀ + 2·Q·H·diag(g_q), with WᵀẎ = Uᵀ(VᵀẎ) + ω·ȳᵀ.
+  void hidden_gradient(Evaluation& ev) const {
+    const Eigen::Index m = ev.rows.cols(), k = ev.rows.rows();
+    ev.vy.setZero(hidden_size(), m);
+    ev.ybar.setZero(m);
+    for (Eigen::Index i = 0; i < m; ++i)
+      for (Eigen::Index j = 0; j < k; ++j) {
+        ev.vy.col(i) += ev.g_target(j, i) * vt_.col(ev.rows(j, i));
+        ev.ybar(i) += ev.g_target(j, i);
+      }
+    ev.wty.noalias() = u_.transpose() * ev.vy;
+    ev.wty.noalias() += omega_ * ev.ybar.transpose();
+    ev.grad = ev.wty;
+    ev.grad.noalias() += wbar_ * ev.g_sum.transpose();
+    ev.grad.noalias() += ev.qh * (Scalar(2) * ev.g_sq).asDiagonal();
+  }
+
+  // A non-finite term would spread to every row of W at once: such a step is skipped.
+  template <class H>
+  void apply_step(const Evaluation& ev, const H& h, Scalar value, Scalar lr) {
+    uw_.fit(hidden_size(), classes(), h.cols(), ev.rows.rows());
+    const bool finite = std::isfinite(double(value)) && ev.g_target.allFinite() && ev.g_sum.allFinite() &&
+                        ev.g_sq.allFinite() && ev.grad.allFinite();
+    if (!finite) {
+      ++stats_.skipped_nonfinite;
+      return;
+    }
+    if (lr > Scalar(0)) update(ev, h, lr);
+  }
+
+  // Sum over pairs of entries of Ẏ sharing a row: (ẎᵀẎ)_{ij}. Sorting the
+  // entries by row keeps it O(K·m·log(K·m) + pairs) for any K.
+  static void sparse_gram(const IndexMatrix& rows, const Matrix& vals,
+                          std::vector<std::pair<Eigen::Index, Eigen::Index>>& entries, Matrix& out) {
     const Eigen::Index k = rows.rows(), m = rows.cols();
     out.setZero(m, m);
-    std::vector<std::pair<Eigen::Index, Eigen::Index>> entries;  // (row, flat index j + k·i)
-    entries.reserve(std::size_t(k * m));
+    entries.clear();
     for (Eigen::Index i = 0; i < m; ++i)
       for (Eigen::Index j = 0; j < k; ++j) entries.emplace_back(rows(j, i), j + k * i);
     std::sort(entries.begin(), entries.end());
@@ -433,86 +525,107 @@ class FactoredOutputLayer {
   }
 
   template <class H>
-  void update(Workspace& ws, const H& h, const Vector& ybar, Scalar lr) {
-    const Eigen::Index d = h.rows(), m = h.cols(), k = ws.rows.rows();
+  void update(const Evaluation& ev, const H& h, Scalar lr) {
     const Scalar c = Scalar(1) - lr * weight_decay;
-    const Vector dk = Scalar(2) * lr * ws.g_sq;  // A = c·I − H·diag(dk)·Hᵀ
-    const Vector h_norm2 = h.colwise().squaredNorm().transpose();
-    const Scalar tau = dk.cwiseAbs().dot(h_norm2);  // ‖H·diag(dk)·Hᵀ‖₂ <= tau
-
-    bool singular = false;
-    if (tau >= c / Scalar(2)) {
-      Matrix a = -h * dk.asDiagonal() * h.transpose();
-      a.diagonal().array() += c;
-      const Eigen::SelfAdjointEigenSolver<Matrix> eig(a, Eigen::EigenvaluesOnly);
-      singular = !(eig.eigenvalues().cwiseAbs().minCoeff() >= singular_threshold * c);
-    }
+    uw_.dk = Scalar(2) * lr * ev.g_sq;  // A = c·I − H·diag(dk)·Hᵀ
+    uw_.h_norm2 = h.colwise().squaredNorm().transpose();
+    const Scalar tau = uw_.dk.cwiseAbs().dot(uw_.h_norm2);  // ‖H·diag(dk)·Hᵀ‖₂ <= tau
+    const bool may_be_singular = tau >= c / Scalar(2);
+    const bool singular = may_be_singular && is_singular(h, c);
     if (singular && on_singular == SingularUpdate::Throw)
       detail::fail(kName, "learning_rate",
                    "singular update: the factor (1 - lr*weight_decay)I - 2*lr*H*diag(dL/dq)*H^T has an eigenvalue "
                    "below singular_threshold (one sample: 1 - 2*lr*g_q*|h|^2 ~ 0); lower the learning rate or use "
                    "SingularUpdate::DenseFallback");
-
-    // Q and w̄ first: they need ∇_H, Rᵀ and the old state only.
-    const Vector colsum = ybar + Scalar(classes()) * ws.g_sum + Scalar(2) * ws.g_sq.cwiseProduct(ws.s);  // Gᵀ1
-    sparse_gram(ws.rows, ws.g_target, ws.m_mat);                                                        // ẎᵀẎ
-    ws.tmp.noalias() = ws.zt.transpose() * h;                                                           // ẎᵀW·H
-    ws.m_mat.noalias() += ybar * ws.g_sum.transpose();
-    ws.m_mat.noalias() += Scalar(2) * ws.tmp * ws.g_sq.asDiagonal();
-    ws.m_mat.noalias() += ws.g_sum * colsum.transpose();
-    ws.tmp.noalias() = h.transpose() * ws.grad;
-    ws.m_mat.noalias() += Scalar(2) * ws.g_sq.asDiagonal() * ws.tmp;  // GᵀG
-    const Matrix m_sym = (ws.m_mat + ws.m_mat.transpose()) * Scalar(0.5);
-    ws.x.noalias() = ws.grad * h.transpose();  // ∇_H·Hᵀ (d×d)
-    q_ *= c * c;
-    q_.noalias() -= (c * lr) * (ws.x + ws.x.transpose());
-    ws.tmp.noalias() = h * m_sym;
-    q_.noalias() += (lr * lr) * ws.tmp * h.transpose();
-    wbar_ = c * wbar_ - lr * (h * colsum);
-
-    const Vector omega_h = h.transpose() * omega_;
-    omega_ = c * omega_ - h * (dk.cwiseProduct(omega_h) + lr * ws.g_sum);
-
+    update_gram_terms(ev, h, lr, c);
     if (singular) {
-      // W·A − η·1·(H·g_s)ᵀ is V·(U·A) + 1·ω_newᵀ: fold it into V, then the sparse part.
-      u_ *= c;
-      u_.noalias() -= ws.uh * dk.asDiagonal() * h.transpose();
-      vt_ = u_.transpose() * vt_;
-      vt_.colwise() += omega_;
-      for (Eigen::Index i = 0; i < m; ++i)
-        for (Eigen::Index j = 0; j < k; ++j) vt_.col(ws.rows(j, i)) -= (lr * ws.g_target(j, i)) * h.col(i);
-      reset_factorization();  // also recomputes Q, w̄ exactly
-      ++stats_.dense_fallbacks;
-      ++stats_.updates;
+      dense_fallback(ev, h, lr, c);
       return;
     }
-
-    // Woodbury: N = c·I − diag(dk)·HᵀH, P = N⁻¹·diag(dk); A⁻¹ = (1/c)(I + H·P·Hᵀ).
-    const Matrix hth = h.transpose() * h;
-    ws.n = -(dk.asDiagonal() * hth);
-    ws.n.diagonal().array() += c;
-    ws.p = ws.n.partialPivLu().solve(Matrix(dk.asDiagonal()));
-    ws.x.resize(d, m);
-    ws.x.noalias() = uinvt_ * h;  // U⁻ᵀH
-    // U_new⁻ᵀ·H = (1/c)(X + X·P·HᵀH), used for the rows of V.
-    ws.tmp.noalias() = ws.p * hth;
-    Matrix unew_h = ws.x;
-    unew_h.noalias() += ws.x * ws.tmp;
-    unew_h /= c;
-    // U_new⁻ᵀ = (1/c)(U⁻ᵀ + X·P·Hᵀ);  U_new = c·U − (U·H)·diag(dk)·Hᵀ.
-    ws.tmp.noalias() = ws.x * ws.p;
-    uinvt_.noalias() += ws.tmp * h.transpose();
-    uinvt_ /= c;
-    u_ *= c;
-    ws.tmp.noalias() = ws.uh * dk.asDiagonal();
-    u_.noalias() -= ws.tmp * h.transpose();
-    for (Eigen::Index i = 0; i < m; ++i)
-      for (Eigen::Index j = 0; j < k; ++j) vt_.col(ws.rows(j, i)) -= (lr * ws.g_target(j, i)) * unew_h.col(i);
-
+    woodbury_update(ev, h, lr, c);
     ++stats_.updates;
     smin_bound_ *= std::max(c - tau, Scalar(0));
     smax_bound_ *= c + tau;
-    stabilise(tau >= c / Scalar(2));
+    stabilise(may_be_singular);
+  }
+
+  // min|λ(A)| < singular_threshold·c, from the eigenvalues of A (O(d³)).
+  template <class H>
+  bool is_singular(const H& h, Scalar c) {
+    uw_.tmp_dm.noalias() = -h * uw_.dk.asDiagonal();
+    uw_.a.noalias() = uw_.tmp_dm * h.transpose();
+    uw_.a.diagonal().array() += c;
+    uw_.eig.compute(uw_.a, Eigen::EigenvaluesOnly);
+    return !(uw_.eig.eigenvalues().cwiseAbs().minCoeff() >= singular_threshold * c);
+  }
+
+  // Q, w̄ and ω: they need ∇_H, WᵀẎ and the old state only.
+  template <class H>
+  void update_gram_terms(const Evaluation& ev, const H& h, Scalar lr, Scalar c) {
+    UpdateWorkspace& w = uw_;
+    w.colsum = ev.ybar + Scalar(classes()) * ev.g_sum + Scalar(2) * ev.g_sq.cwiseProduct(ev.s);  // Gᵀ1
+    sparse_gram(ev.rows, ev.g_target, w.entries, w.gram);                                        // ẎᵀẎ
+    w.tmp_mm.noalias() = ev.wty.transpose() * h;                                                 // ẎᵀW·H
+    w.gram.noalias() += ev.ybar * ev.g_sum.transpose();
+    w.gram.noalias() += Scalar(2) * w.tmp_mm * ev.g_sq.asDiagonal();
+    w.gram.noalias() += ev.g_sum * w.colsum.transpose();
+    w.tmp_mm.noalias() = h.transpose() * ev.grad;
+    w.gram.noalias() += Scalar(2) * ev.g_sq.asDiagonal() * w.tmp_mm;  // GᵀG
+    w.gram_sym = (w.gram + w.gram.transpose()) * Scalar(0.5);
+    w.tmp_dd.noalias() = ev.grad * h.transpose();  // ∇_H·Hᵀ (d×d)
+    q_ *= c * c;
+    q_.noalias() -= (c * lr) * (w.tmp_dd + w.tmp_dd.transpose());
+    w.tmp_dm.noalias() = h * w.gram_sym;
+    q_.noalias() += (lr * lr) * w.tmp_dm * h.transpose();
+    w.tmp_d.noalias() = h * w.colsum;
+    wbar_ = c * wbar_ - lr * w.tmp_d;
+
+    w.tmp_m = w.dk.cwiseProduct(ev.omega_h) + lr * ev.g_sum;
+    w.tmp_d.noalias() = h * w.tmp_m;
+    omega_ = c * omega_ - w.tmp_d;
+  }
+
+  // W·A − η·1·(H·g_s)ᵀ is V·(U·A) + 1·ω_newᵀ: fold it into V, then the sparse part.
+  template <class H>
+  void dense_fallback(const Evaluation& ev, const H& h, Scalar lr, Scalar c) {
+    u_ *= c;
+    uw_.tmp_dm.noalias() = ev.uh * uw_.dk.asDiagonal();
+    u_.noalias() -= uw_.tmp_dm * h.transpose();
+    fold_factors_into_v();
+    for (Eigen::Index i = 0; i < h.cols(); ++i)
+      for (Eigen::Index j = 0; j < ev.rows.rows(); ++j)
+        vt_.col(ev.rows(j, i)) -= (lr * ev.g_target(j, i)) * h.col(i);
+    reset_factorization();  // also recomputes Q, w̄ exactly
+    ++stats_.dense_fallbacks;
+    ++stats_.updates;
+  }
+
+  // Woodbury: N = c·I − diag(dk)·HᵀH, P = N⁻¹·diag(dk); A⁻¹ = (1/c)(I + H·P·Hᵀ).
+  template <class H>
+  void woodbury_update(const Evaluation& ev, const H& h, Scalar lr, Scalar c) {
+    UpdateWorkspace& w = uw_;
+    w.hth.noalias() = h.transpose() * h;
+    w.n = -(w.dk.asDiagonal() * w.hth);
+    w.n.diagonal().array() += c;
+    w.lu_n.compute(w.n);
+    w.dk_diag = w.dk.asDiagonal();
+    w.p = w.lu_n.solve(w.dk_diag);
+    w.uinvt_h.noalias() = uinvt_ * h;  // U⁻ᵀH
+    // U_new⁻ᵀ·H = (1/c)(X + X·P·HᵀH) with X = U⁻ᵀH, used for the rows of V.
+    w.tmp_mm.noalias() = w.p * w.hth;
+    w.unew_h = w.uinvt_h;
+    w.unew_h.noalias() += w.uinvt_h * w.tmp_mm;
+    w.unew_h /= c;
+    // U_new⁻ᵀ = (1/c)(U⁻ᵀ + X·P·Hᵀ);  U_new = c·U − (U·H)·diag(dk)·Hᵀ.
+    w.tmp_dm.noalias() = w.uinvt_h * w.p;
+    uinvt_.noalias() += w.tmp_dm * h.transpose();
+    uinvt_ /= c;
+    u_ *= c;
+    w.tmp_dm.noalias() = ev.uh * w.dk.asDiagonal();
+    u_.noalias() -= w.tmp_dm * h.transpose();
+    for (Eigen::Index i = 0; i < h.cols(); ++i)
+      for (Eigen::Index j = 0; j < ev.rows.rows(); ++j)
+        vt_.col(ev.rows(j, i)) -= (lr * ev.g_target(j, i)) * w.unew_h.col(i);
   }
 
   void stabilise(bool force_check) {
@@ -529,7 +642,12 @@ class FactoredOutputLayer {
       return;
     }
     if (inverse_refresh_period > 0 && since_refresh_ >= inverse_refresh_period) {
-      uinvt_ = u_.inverse().transpose();
+      // Through the kept LU and an explicit identity: u_.inverse() builds a
+      // new LU, and lu.inverse() evaluates its identity into temporaries.
+      uw_.lu_u.compute(u_);
+      uw_.tmp_dd.setIdentity();
+      uinvt_ = uw_.lu_u.solve(uw_.tmp_dd);
+      uinvt_.transposeInPlace();
       since_refresh_ = 0;
       ++stats_.inverse_refreshes;
     }
@@ -537,35 +655,55 @@ class FactoredOutputLayer {
 
   // U = P·Σ·Rᵀ. Singular values outside the band are reset to 1 by
   // U ← F⁻¹U, V ← V·F, F = I + P_S(Σ_S − I)P_Sᵀ, which leaves W = V·U unchanged.
+  // BDCSVD::compute allocates its own temporaries even into a kept solver;
+  // JacobiSVD would not, but is about 15× slower at d = 256. This O(d³)
+  // branch is the only one of train_step that allocates once sized.
   void check_condition() {
     ++stats_.condition_checks;
-    const Eigen::Index d = u_.rows();
-    Eigen::BDCSVD<Matrix> svd(u_, Eigen::ComputeFullU | Eigen::ComputeFullV);
-    Vector sigma = svd.singularValues();
-    const Matrix& left = svd.matrixU();
-    std::vector<Eigen::Index> out;
-    for (Eigen::Index i = 0; i < d; ++i)
-      if (sigma(i) < Scalar(1) / condition_band || sigma(i) > condition_band) out.push_back(i);
-    if (!out.empty()) {
-      const Eigen::Index ns = Eigen::Index(out.size());
-      Matrix ps(d, ns);
-      Vector ss(ns);
-      for (Eigen::Index j = 0; j < ns; ++j) {
-        ps.col(j) = left.col(out[std::size_t(j)]);
-        ss(j) = sigma(out[std::size_t(j)]);
-        sigma(out[std::size_t(j)]) = Scalar(1);
+    UpdateWorkspace& w = uw_;
+    w.svd.compute(u_, Eigen::ComputeFullU | Eigen::ComputeFullV);
+    w.sigma = w.svd.singularValues();
+    const Matrix& left = w.svd.matrixU();
+    Eigen::Index ns = 0;
+    for (Eigen::Index i = 0; i < w.sigma.size(); ++i)
+      if (w.sigma(i) < Scalar(1) / condition_band || w.sigma(i) > condition_band) {
+        w.ps.col(ns) = left.col(i);
+        w.ss(ns++) = w.sigma(i);
+        w.sigma(i) = Scalar(1);
       }
-      const Matrix pv = ps.transpose() * vt_;  // ns×D
-      vt_.noalias() += ps * (ss.array() - Scalar(1)).matrix().asDiagonal() * pv;
+    if (ns > 0) {
+      w.ps_scaled.leftCols(ns).noalias() =
+          w.ps.leftCols(ns) * (w.ss.head(ns).array() - Scalar(1)).matrix().asDiagonal();
+      for_each_row_block([&](Eigen::Index first, Eigen::Index count) {
+        w.row_block.topLeftCorner(ns, count).noalias() = w.ps.leftCols(ns).transpose() * vt_.middleCols(first, count);
+        vt_.middleCols(first, count).noalias() += w.ps_scaled.leftCols(ns) * w.row_block.topLeftCorner(ns, count);
+      });
       stats_.condition_resets += ns;
     }
     // Rebuild U and U⁻ᵀ from the (corrected) SVD: exact inverse, no drift.
-    u_.noalias() = left * sigma.asDiagonal() * svd.matrixV().transpose();
-    uinvt_.noalias() = left * sigma.cwiseInverse().asDiagonal() * svd.matrixV().transpose();
-    smin_bound_ = sigma.minCoeff();
-    smax_bound_ = sigma.maxCoeff();
+    w.tmp_dd.noalias() = left * w.sigma.asDiagonal();
+    u_.noalias() = w.tmp_dd * w.svd.matrixV().transpose();
+    w.tmp_dd.noalias() = left * w.sigma.cwiseInverse().asDiagonal();
+    uinvt_.noalias() = w.tmp_dd * w.svd.matrixV().transpose();
+    smin_bound_ = w.sigma.minCoeff();
+    smax_bound_ = w.sigma.maxCoeff();
     since_check_ = since_refresh_ = 0;
     ++stats_.inverse_refreshes;
+  }
+
+  // Vᵀ ← Uᵀ·Vᵀ + ω·1ᵀ, i.e. V ← W.
+  void fold_factors_into_v() {
+    for_each_row_block([&](Eigen::Index first, Eigen::Index count) {
+      uw_.row_block.leftCols(count).noalias() = u_.transpose() * vt_.middleCols(first, count);
+      vt_.middleCols(first, count) = uw_.row_block.leftCols(count).colwise() + omega_;
+    });
+  }
+
+  template <class F>
+  void for_each_row_block(F&& f) {
+    uw_.row_block.resize(hidden_size(), std::min(classes(), kRowBlock));
+    for (Eigen::Index first = 0; first < classes(); first += kRowBlock)
+      f(first, std::min(kRowBlock, classes() - first));
   }
 };
 
