@@ -33,10 +33,11 @@
 ///    shrinks it by c per step): its SVD is checked every
 ///    `condition_check_period` updates, and also whenever a cheap running
 ///    bound on its singular values (‖H·diag(2ηg_q)·Hᵀ‖ ≤ Σ_i 2η|g_q,i|·‖h_i‖²)
-///    says they may have left [1/condition_band, condition_band]; singular
-///    values outside the band are reset to 1 by U ← F⁻¹U, V ← V·F with F
-///    symmetric and acting only on those singular directions — W is unchanged,
-///    cost O(D·d) per reset direction.
+///    says they may have left [1/condition_band, condition_band], or a step
+///    may be singular (below); singular values outside the band are reset to
+///    1 by U ← F⁻¹U, V ← V·F with F symmetric and acting only on those
+///    singular directions — W is unchanged, cost O(D·d) per reset direction.
+///    A check rebuilds U⁻ᵀ from the SVD, so it counts as a refresh too.
 ///  - every `unfactorize_period` updates the layer unfactorises: V ← W, U = I,
 ///    ω = 0, and Q, w̄ are recomputed from W (O(D·d²)), which removes the
 ///    round-off accumulated in Q and w̄.
@@ -48,6 +49,14 @@
 ///    (default) that step is applied exactly by unfactorising: V ← V·U·A +
 ///    1·ω_newᵀ (O(D·d²)), then the sparse −η·Ẏ·Hᵀ; with Throw, losskit::Error
 ///    is thrown and nothing (layer, gradient) is changed. stats() counts both.
+/// A period counts updates since its measure last ran, whatever made it run
+/// (an unfactorisation restarts all three). 0 means the same for the three
+/// period options: no periodic action, and nothing else is turned off. With
+/// condition_check_period = 0 the checks that the bound or a possibly
+/// singular step asks for still run, since they keep W exact; with
+/// unfactorize_period = 0, unfactorize() and the dense fallback still
+/// unfactorise; with inverse_refresh_period = 0, condition checks still
+/// rebuild U⁻ᵀ.
 ///
 /// Losses: ZLoss<S> with integer labels (its a, b, reduction), and MSE<S>
 /// against one-hot labels or sparse targets (K×m row indices and values, no
@@ -102,7 +111,7 @@ enum class SingularUpdate { DenseFallback, Throw };
 /// Counters of the stabilisation events, for monitoring and tests.
 struct FactoredLayerStats {
   long updates = 0;               ///< train_step calls that changed the weights
-  long inverse_refreshes = 0;     ///< U⁻ᵀ recomputed from U
+  long inverse_refreshes = 0;     ///< U⁻ᵀ recomputed from U (periodic, or by a condition check)
   long condition_checks = 0;      ///< SVDs of U
   long condition_resets = 0;      ///< singular directions of U reset to 1
   long unfactorizations = 0;      ///< V ← W, U = I (periodic or by unfactorize())
@@ -120,10 +129,17 @@ class FactoredOutputLayer {
   static_assert(std::is_floating_point<Scalar>::value, "losskit::FactoredOutputLayer: Scalar must be float or double");
 
   Scalar weight_decay = Scalar(0);     ///< λ >= 0: the update is W ← W − η(∂L/∂W + λW)
-  int inverse_refresh_period = 100;    ///< recompute U⁻ᵀ every this many updates (0 = never)
-  int condition_check_period = 100;    ///< SVD check of U every this many updates (0 = only when the bound asks)
+  /// U⁻ᵀ recomputed from U every this many updates; 0 = no periodic refresh
+  /// (condition checks still rebuild U⁻ᵀ).
+  int inverse_refresh_period = 100;
+  /// SVD check of U every this many updates; 0 = no periodic check (the checks
+  /// the running bound or a possibly singular step asks for still run: they
+  /// keep W exact).
+  int condition_check_period = 100;
   Scalar condition_band = Scalar(10);  ///< singular values of U are kept in [1/band, band]; > 1
-  int unfactorize_period = 1000;       ///< V ← W, U = I, Q and w̄ recomputed every this many updates (0 = never)
+  /// V ← W, U = I, Q and w̄ recomputed every this many updates; 0 = no periodic
+  /// unfactorisation (unfactorize() and the dense fallback still unfactorise).
+  int unfactorize_period = 1000;
   Scalar singular_threshold = Scalar(1e-3);  ///< min|λ(A)|/c below this is a singular update; in [0, 1)
   SingularUpdate on_singular = SingularUpdate::DenseFallback;
 
@@ -628,20 +644,22 @@ class FactoredOutputLayer {
         vt_.col(ev.rows(j, i)) -= (lr * ev.g_target(j, i)) * w.unew_h.col(i);
   }
 
+  static bool due(int period, long since) { return period > 0 && since >= period; }
+
   void stabilise(bool force_check) {
     ++since_refresh_;
     ++since_check_;
     ++since_unfactorize_;
-    if (unfactorize_period > 0 && since_unfactorize_ >= unfactorize_period) {
+    if (due(unfactorize_period, since_unfactorize_)) {
       unfactorize();
       return;
     }
     const bool bound_out = smin_bound_ < Scalar(1) / condition_band || smax_bound_ > condition_band;
-    if (force_check || bound_out || (condition_check_period > 0 && since_check_ >= condition_check_period)) {
+    if (force_check || bound_out || due(condition_check_period, since_check_)) {
       check_condition();
       return;
     }
-    if (inverse_refresh_period > 0 && since_refresh_ >= inverse_refresh_period) {
+    if (due(inverse_refresh_period, since_refresh_)) {
       // Through the kept LU and an explicit identity: u_.inverse() builds a
       // new LU, and lu.inverse() evaluates its identity into temporaries.
       uw_.lu_u.compute(u_);
