@@ -7,7 +7,7 @@
 // The dense step is run for a few iterations only (at D = 2^17, d = 256 it is
 // ~6.4 GFlop). BM_Spherical_Unfactorize is the periodic O(D·d²) refresh,
 // which the default unfactorize_period = 1000 amortises over 1000 steps.
-#include <losskit/spherical.hpp>
+#include <losskit/factored_output_layer.hpp>
 
 #include "reference_kernels.hpp"
 

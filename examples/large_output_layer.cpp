@@ -16,7 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <losskit/spherical.hpp>
+#include <losskit/factored_output_layer.hpp>
 #include <random>
 
 namespace {

@@ -1,5 +1,8 @@
 // Test runner, plus a counting global operator new so tests can assert that
-// a call performs no heap allocation (see lktest::AllocationCounter).
+// a call performs no heap allocation (see lktest::AllocationCounter), and,
+// where the linker can wrap malloc, a count of every malloc call: Eigen's
+// aligned_malloc goes to std::malloc directly, so its temporaries never reach
+// operator new.
 // GCC's -Wmismatched-new-delete cannot see that these replacements pair
 // malloc with free consistently.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -20,8 +23,36 @@
 
 namespace lktest {
 std::atomic<long> g_allocations{0};
+std::atomic<long> g_heap_allocations{0};
 long allocations() { return g_allocations.load(); }
+#if defined(LOSSKIT_TEST_WRAP_MALLOC)
+long heap_allocations() { return g_heap_allocations.load(); }
+#else
+long heap_allocations() { return -1; }
+#endif
 }  // namespace lktest
+
+#if defined(LOSSKIT_TEST_WRAP_MALLOC)
+// Linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc (tests/CMakeLists.txt):
+// calls from this binary's own code, Eigen's included, land here.
+extern "C" {
+void* __real_malloc(std::size_t size);
+void* __real_calloc(std::size_t count, std::size_t size);
+void* __real_realloc(void* p, std::size_t size);
+void* __wrap_malloc(std::size_t size) {
+  lktest::g_heap_allocations.fetch_add(1, std::memory_order_relaxed);
+  return __real_malloc(size);
+}
+void* __wrap_calloc(std::size_t count, std::size_t size) {
+  lktest::g_heap_allocations.fetch_add(1, std::memory_order_relaxed);
+  return __real_calloc(count, size);
+}
+void* __wrap_realloc(void* p, std::size_t size) {
+  lktest::g_heap_allocations.fetch_add(1, std::memory_order_relaxed);
+  return __real_realloc(p, size);
+}
+}
+#endif
 
 void* operator new(std::size_t size) {
   lktest::g_allocations.fetch_add(1, std::memory_order_relaxed);

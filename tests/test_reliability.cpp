@@ -15,7 +15,7 @@
 #include <losskit/gradcheck.hpp>
 #include <losskit/ldr.hpp>
 #include <losskit/mse.hpp>
-#include <losskit/spherical.hpp>
+#include <losskit/factored_output_layer.hpp>
 #include <losskit/ssim.hpp>
 #include <losskit/z_loss.hpp>
 

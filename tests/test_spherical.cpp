@@ -1,9 +1,14 @@
 // FactoredOutputLayer: every step against a naive dense implementation (full
 // outputs D×m, dense ∂L/∂O from ZLoss / MSE on those outputs, dense SGD update
 // of W), with and without the stabilisation measures; singular updates;
-// errors; non-finite input; float.
+// errors; non-finite input; float; no allocation in train_step once the
+// shapes are known; const members from several threads.
+#include <losskit/factored_output_layer.hpp>
 #include <losskit/gradcheck.hpp>
-#include <losskit/spherical.hpp>
+
+#include <array>
+#include <thread>
+#include <vector>
 
 #include "test_util.hpp"
 
@@ -340,4 +345,175 @@ TEST_CASE("FactoredOutputLayer in float follows the double dense path", "[spheri
     CHECK(max_rel(gf.cast<double>(), gd) < 1e-3);
   }
   CHECK(max_rel(layer.weights().cast<double>(), dense.w) < 1e-4);
+}
+
+namespace {
+
+// A pool of minibatches of fixed shapes (d×m hidden, K = 3 sparse targets),
+// made before any allocation is counted, and one train_step per loss path.
+struct Minibatches {
+  static constexpr int kPool = 7;
+  std::vector<Eigen::MatrixXd> hidden, values;
+  std::vector<Eigen::VectorXi> labels;
+  std::vector<Eigen::MatrixXi> rows;
+  Eigen::MatrixXd grad;
+
+  Minibatches(Eigen::Index classes, Eigen::Index d, Eigen::Index m) : grad(d, m) {
+    for (int i = 0; i < kPool; ++i) {
+      hidden.push_back(lktest::normal(d, m));
+      labels.push_back(lktest::labels(m, int(classes)));
+      values.push_back(lktest::normal(3, m));
+      Eigen::MatrixXi r(3, m);
+      for (Eigen::Index j = 0; j < m; ++j) r.col(j) << int(3 * j), int(3 * j + 1), int((3 * j + 2 + i) % classes);
+      rows.push_back(r);
+    }
+  }
+
+  // path 0: Z-loss with labels, 1: MSE against one-hot labels, 2: MSE against sparse targets.
+  void step(FactoredOutputLayer<double>& layer, int path, int t, double lr) {
+    const std::size_t i = std::size_t(t % kPool);
+    if (path == 0)
+      layer.train_step(ZLoss<double>{}, hidden[i], labels[i], grad, lr);
+    else if (path == 1)
+      layer.train_step(MSE<double>{}, hidden[i], labels[i], grad, lr);
+    else
+      layer.train_step(MSE<double>{}, hidden[i], rows[i], values[i], grad, lr);
+  }
+};
+
+const char* const kPaths[] = {"Z-loss labels", "MSE one-hot", "MSE sparse"};
+
+struct Tally {
+  long steps = 0, news = 0, mallocs = 0;
+};
+
+// step(0) is the warm-up that sizes the buffers; steps 1..n reuse the same
+// shapes. Steps that ran a condition check are tallied apart (index 1): the
+// SVD allocates inside Eigen, which the layer documents.
+template <class Step>
+std::array<Tally, 2> tally_allocations(const FactoredOutputLayer<double>& layer, int n, Step&& step) {
+  step(0);
+  std::array<Tally, 2> tally{};
+  for (int t = 1; t <= n; ++t) {
+    const long checks = layer.stats().condition_checks;
+    const lktest::AllocationCounter counter;
+    step(t);
+    const long news = counter.count(), mallocs = counter.heap_count();
+    Tally& x = tally[layer.stats().condition_checks != checks ? 1 : 0];
+    ++x.steps;
+    x.news += news;
+    x.mallocs += mallocs;
+  }
+  return tally;
+}
+
+bool counts_mallocs() {
+  if (lktest::heap_allocations() >= 0) return true;
+  WARN("this linker cannot wrap malloc: Eigen's own allocations are not counted");
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("FactoredOutputLayer train_step allocates nothing once the shapes are known", "[spherical][allocation]") {
+  // Default options; 250 steps pass the periodic condition checks at 100 and 200.
+  const Eigen::MatrixXd w0 = lktest::normal(40, 6, 0.5);
+  Minibatches batches(40, 6, 5);
+  for (int path = 0; path < 3; ++path) {
+    FactoredOutputLayer<double> layer(w0);
+    layer.weight_decay = 0.01;
+    const std::array<Tally, 2> t =
+        tally_allocations(layer, 250, [&](int step) { batches.step(layer, path, step, 0.01); });
+    INFO("FactoredOutputLayer::train_step, " << kPaths[path] << ": " << t[0].steps << " steps made " << t[0].news
+                                             << " operator new and " << t[0].mallocs << " malloc calls; " << t[1].steps
+                                             << " steps with a condition check made " << t[1].news << " and "
+                                             << t[1].mallocs);
+    CHECK(t[0].steps >= 240);
+    CHECK(t[0].news + t[1].news == 0);
+    if (counts_mallocs()) CHECK(t[0].mallocs == 0);
+    CHECK(layer.stats().updates == 251);
+  }
+}
+
+TEST_CASE("FactoredOutputLayer inverse refreshes, unfactorisations and dense fallbacks allocate nothing",
+          "[spherical][allocation]") {
+  const Eigen::MatrixXd w0 = lktest::normal(40, 6, 0.5);
+  Minibatches batches(40, 6, 5);
+  for (int path = 0; path < 3; ++path) {
+    FactoredOutputLayer<double> layer(w0);
+    layer.inverse_refresh_period = 3;
+    layer.condition_check_period = 0;
+    layer.condition_band = 1e30;  // no bound-triggered check either
+    layer.unfactorize_period = 7;
+    const std::array<Tally, 2> t =
+        tally_allocations(layer, 100, [&](int step) { batches.step(layer, path, step, 0.01); });
+    const auto& st = layer.stats();
+    INFO("FactoredOutputLayer::train_step, " << kPaths[path] << ": " << t[0].news << " operator new and "
+                                             << t[0].mallocs << " malloc calls in " << t[0].steps << " steps with "
+                                             << st.inverse_refreshes << " inverse refreshes and "
+                                             << st.unfactorizations << " unfactorisations");
+    CHECK(t[1].steps == 0);
+    CHECK(st.inverse_refreshes > 20);
+    CHECK(st.unfactorizations > 10);
+    CHECK(t[0].news == 0);
+    if (counts_mallocs()) CHECK(t[0].mallocs == 0);
+  }
+}
+
+TEST_CASE("FactoredOutputLayer applies a singular step densely without allocating", "[spherical][allocation]") {
+  // The set-up of the singular-update test: η = 1/(2·g_q·‖h‖²) makes A singular.
+  const Eigen::MatrixXd w = lktest::normal(30, 6, 0.5), h = lktest::normal(6, 1);
+  const Eigen::VectorXd o = w * h;
+  Eigen::Index c;
+  o.maxCoeff(&c);
+  Eigen::VectorXi y(1);
+  y << int(c);
+  const ZLoss<double> z;
+  const auto terms = z.spherical_terms(o.sum(), o.squaredNorm(), o(c), 30);
+  const double lr = 1.0 / (2.0 * terms.d_sum_squares * h.squaredNorm());
+  FactoredOutputLayer<double> layer(w);
+  layer.unfactorize_period = 0;
+  Eigen::MatrixXd g(6, 1);
+  layer.train_step(z, h, y, g, 0.0);  // sizes the buffers; lr = 0 leaves W as it is
+  const lktest::AllocationCounter counter;
+  layer.train_step(z, h, y, g, lr);
+  const long news = counter.count(), mallocs = counter.heap_count();
+  INFO("the singular step made " << news << " operator new and " << mallocs << " malloc calls");
+  REQUIRE(layer.stats().dense_fallbacks == 1);
+  CHECK(news == 0);
+  if (counts_mallocs()) CHECK(mallocs == 0);
+}
+
+TEST_CASE("FactoredOutputLayer const members give the serial results from concurrent threads", "[spherical][threads]") {
+  const Eigen::MatrixXd w0 = lktest::normal(40, 6, 0.5);
+  FactoredOutputLayer<double> trained(w0);
+  Minibatches batches(40, 6, 5);
+  for (int t = 0; t < 20; ++t) batches.step(trained, t % 3, t, 0.3);  // U, ω away from I, 0
+  const FactoredOutputLayer<double>& layer = trained;
+  // Each thread evaluates every path on every minibatch, plus outputs() and weights().
+  auto evaluate_all = [&](std::vector<double>& out) {
+    out.clear();
+    Eigen::MatrixXd g;
+    for (int i = 0; i < Minibatches::kPool; ++i) {
+      const std::size_t b = std::size_t(i);
+      out.push_back(layer.value_and_gradient(ZLoss<double>{}, batches.hidden[b], batches.labels[b], g));
+      out.insert(out.end(), g.data(), g.data() + g.size());
+      out.push_back(layer.value_and_gradient(MSE<double>{}, batches.hidden[b], batches.labels[b], g));
+      out.push_back(layer.value_and_gradient(MSE<double>{}, batches.hidden[b], batches.rows[b], batches.values[b], g));
+      out.insert(out.end(), g.data(), g.data() + g.size());
+      out.push_back(layer.outputs(batches.hidden[b]).sum());
+    }
+    out.push_back(layer.weights().sum());
+    out.push_back(double(layer.stats().updates));
+  };
+  std::vector<double> serial;
+  evaluate_all(serial);
+  std::vector<std::vector<double>> results(4);
+  std::vector<std::thread> threads;
+  for (std::vector<double>& r : results) threads.emplace_back([&evaluate_all, &r] { evaluate_all(r); });
+  for (std::thread& t : threads) t.join();
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    INFO("FactoredOutputLayer const members, thread " << i << " of 4");
+    CHECK(results[i] == serial);
+  }
 }

@@ -15,14 +15,21 @@ namespace lktest {
 /// the replacement operator new in tests/main.cpp.
 long allocations();
 
-/// Counts allocations made between construction and count().
+/// malloc/calloc/realloc calls so far from this binary's code: operator new
+/// (which calls malloc) and Eigen's own allocations, which bypass operator
+/// new. -1 where the linker cannot wrap malloc (see tests/CMakeLists.txt).
+long heap_allocations();
+
+/// Counts allocations made between construction and count() (operator new)
+/// or heap_count() (every malloc; -1 where that count is unavailable).
 class AllocationCounter {
  public:
-  AllocationCounter() : start_(allocations()) {}
+  AllocationCounter() : start_(allocations()), heap_start_(heap_allocations()) {}
   long count() const { return allocations() - start_; }
+  long heap_count() const { return heap_start_ < 0 ? -1 : heap_allocations() - heap_start_; }
 
  private:
-  long start_;
+  long start_, heap_start_;
 };
 
 /// |a - b| / max(|a|, |b|, floor).

@@ -37,7 +37,7 @@
 /// gradient for that sample (no exception).
 ///
 /// The loss as a function of the spherical statistics (s = Σ o_k,
-/// q = Σ o_k², o_c, D), used by the large-output layer in spherical.hpp:
+/// q = Σ o_k², o_c, D), used by the large-output layer in factored_output_layer.hpp:
 ///     μ = s/D,  σ² = max(q/D − μ², 0)
 ///     ∂L/∂o_c = −g/σ,  ∂L/∂s = (g/(Dσ))·(1 − z_c·μ/σ),  ∂L/∂q = g·z_c/(2Dσ²)
 /// (chain rule on z_c = (o_c − s/D)/σ with σ² = q/D − s²/D²). Here σ² comes

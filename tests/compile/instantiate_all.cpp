@@ -6,9 +6,10 @@
 #include <losskit/comp_sum.hpp>
 #include <losskit/cross_entropy.hpp>
 #include <losskit/cs_ib.hpp>
+#include <losskit/factored_output_layer.hpp>
 #include <losskit/ldr.hpp>
 #include <losskit/losskit.hpp>
-#include <losskit/spherical.hpp>
+#include <losskit/spherical.hpp>  // the compatibility header still compiles
 #include <losskit/ssim.hpp>
 #include <losskit/z_loss.hpp>
 

@@ -36,7 +36,7 @@
 #include <losskit/cs_ib.hpp>
 #include <losskit/ldr.hpp>
 #include <losskit/losskit.hpp>
-#include <losskit/spherical.hpp>
+#include <losskit/factored_output_layer.hpp>
 #include <losskit/ssim.hpp>
 #include <losskit/z_loss.hpp>
 #include <vector>

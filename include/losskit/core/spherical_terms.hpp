@@ -7,7 +7,7 @@
 ///     s = Σ_k o_k,   q = Σ_k o_k²,   o_c,
 /// so ∂L/∂o_k = [k = c]·∂L/∂o_c + ∂L/∂s + 2·o_k·∂L/∂q. Whoever can compute
 /// s, q and o_c without materialising o (e.g. a factored output layer, see
-/// spherical.hpp) can then train with the loss in time independent of D.
+/// factored_output_layer.hpp) can then train with the loss in time independent of D.
 namespace losskit {
 
 /// Value of one sample's loss and its partial derivatives with respect to the
