@@ -6,6 +6,7 @@
 #include "cs_ib.hpp"
 #include "gradcheck.hpp"
 #include "ldr.hpp"
+#include "linear_cross_entropy.hpp"
 #include "mse.hpp"
 #include "spherical.hpp"
 #include "ssim.hpp"
