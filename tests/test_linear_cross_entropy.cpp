@@ -5,6 +5,8 @@
 #include <losskit/gradcheck.hpp>
 #include <losskit/linear_cross_entropy.hpp>
 
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "test_util.hpp"
@@ -397,4 +399,113 @@ TEST_CASE("LinearCrossEntropy: concurrent const calls on one object give the ser
     CHECK(o.w == serial.w);
     CHECK(o.h == serial.h);
   }
+}
+
+namespace {
+
+// In-process stand-in for MPI_Allreduce among `ranks` threads.
+class ThreadGroup {
+ public:
+  explicit ThreadGroup(int ranks) : ranks_(ranks) {}
+  template <class T, class Op>
+  void all_reduce(T* values, Eigen::Index n, Op op) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const long generation = generation_;
+    if (arrived_ == 0)
+      acc_.assign(values, values + n);
+    else
+      for (Eigen::Index i = 0; i < n; ++i) acc_[std::size_t(i)] = op(acc_[std::size_t(i)], double(values[i]));
+    if (++arrived_ == ranks_) {
+      arrived_ = 0;
+      result_ = acc_;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+    for (Eigen::Index i = 0; i < n; ++i) values[i] = T(result_[std::size_t(i)]);
+  }
+
+ private:
+  int ranks_, arrived_ = 0;
+  long generation_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<double> acc_, result_;
+};
+
+}  // namespace
+
+TEST_CASE("LinearCrossEntropy over vocabulary slices equals one process (in-process all-reduce)", "[lce][slices]") {
+  const int classes = 37, d = 5, n = 21;
+  const Problem p = problem(classes, d, n, 1.5);
+  const std::vector<Eigen::Index> starts = {0, 16, 30, classes};  // slices not multiples of the block
+  for (const bool options : {false, true}) {
+    LinearCrossEntropy<double> full;
+    full.block_size = 8;
+    if (options) {
+      full.class_weights = p.weights;
+      full.label_smoothing = 0.1;
+      full.z_penalty = 1e-2;
+    }
+    const Grads<double> ref = blocked(full, p.h, p.w, p.b, p.y, options ? &p.sample_weights : nullptr);
+    const int ranks = int(starts.size()) - 1;
+    ThreadGroup group(ranks);
+    std::vector<Grads<double>> part(static_cast<std::size_t>(ranks));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks; ++r)
+      threads.emplace_back([&, r] {
+        LinearCrossEntropy<double> lce = full;
+        lce.class_offset = starts[std::size_t(r)];
+        lce.total_classes = classes;
+        lce.all_reduce_max = [&](double* v, Eigen::Index k) {
+          group.all_reduce(v, k, [](double a, double b) { return std::max(a, b); });
+        };
+        lce.all_reduce_sum = [&](double* v, Eigen::Index k) {
+          group.all_reduce(v, k, [](double a, double b) { return a + b; });
+        };
+        const Eigen::Index c0 = starts[std::size_t(r)], len = starts[std::size_t(r) + 1] - c0;
+        part[std::size_t(r)] = blocked(lce, p.h, Eigen::MatrixXd(p.w.middleRows(c0, len)), Eigen::VectorXd(p.b.segment(c0, len)),
+                                       p.y, options ? &p.sample_weights : nullptr);
+      });
+    for (auto& t : threads) t.join();
+    Eigen::MatrixXd gh = Eigen::MatrixXd::Zero(d, n);
+    for (int r = 0; r < ranks; ++r) {
+      const Grads<double>& g = part[std::size_t(r)];
+      const Eigen::Index c0 = starts[std::size_t(r)], len = starts[std::size_t(r) + 1] - c0;
+      INFO("options " << options << ", rank " << r << ": loss " << g.loss << " vs " << ref.loss);
+      CHECK(lktest::rel_err(g.loss, ref.loss) <= 1e-13);
+      CHECK(scaled_err(g.w, Eigen::MatrixXd(ref.w.middleRows(c0, len))) <= 1e-13);
+      CHECK(scaled_err(g.b, Eigen::VectorXd(ref.b.segment(c0, len))) <= 1e-13);
+      gh += g.h;  // grad_H: each rank's part, summed by the caller
+    }
+    CHECK(scaled_err(gh, ref.h) <= 1e-13);
+  }
+}
+
+TEST_CASE("LinearCrossEntropy rejects inconsistent vocabulary slices", "[lce][slices][errors]") {
+  const Problem p = problem(10, 3, 4);
+  Eigen::MatrixXd gh = lktest::sentinel(3, 4), gw = lktest::sentinel(6, 3), gb = lktest::sentinel(6, 1);
+  const Eigen::MatrixXd w = p.w.topRows(6);
+  const Eigen::VectorXd b = p.b.head(6);
+  const Eigen::VectorXi y = (Eigen::VectorXi(4) << 0, 9, 3, 5).finished();
+  auto fails_with = [&](LinearCrossEntropy<double>& lce, const char* word) {
+    CHECK_THROWS_WITH(lce.value_and_gradient(p.h, w, b, y, gh, gw, gb),
+                      lktest::Contains("LinearCrossEntropy") && lktest::Contains(word));
+    CHECK(lktest::untouched(gh, 3, 4));
+    CHECK(lktest::untouched(gw, 6, 3));
+    CHECK(lktest::untouched(gb, 6, 1));
+  };
+  LinearCrossEntropy<double> lce;
+  lce.class_offset = 2;
+  fails_with(lce, "class_offset");  // an offset without total_classes
+  lce.total_classes = 7;
+  fails_with(lce, "total_classes");  // 2 + 6 > 7
+  lce.total_classes = 10;
+  fails_with(lce, "all_reduce");  // a slice without the reductions
+  lce.class_offset = -1;
+  fails_with(lce, "class_offset");
+  LinearCrossEntropy<double> whole;
+  whole.total_classes = 6;  // labels 9 is then out of range
+  fails_with(whole, "labels");
 }

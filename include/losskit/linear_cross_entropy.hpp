@@ -56,6 +56,7 @@
 /// finite loss and gradient unless the logits overflow.
 #include <Eigen/Core>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -90,6 +91,19 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
   /// columns (4 MiB) in a server's L3, and the GEMMs near Eigen's rate.
   Eigen::Index block_size = 512;
   Scalar sparsity_threshold = 0;  ///< τ of the sparsity filter, in [0, 1); 0 (default) = off
+
+  using Accumulator = detail::acc_t<Scalar>;  ///< double for float and double
+  /// Vocabulary-parallel (as Megatron-LM splits the head): this caller's W
+  /// and b hold classes [class_offset, class_offset + W.rows()) of
+  /// total_classes; labels and class_weights stay global (length
+  /// total_classes). total_classes = 0 (default): W holds every class.
+  Eigen::Index class_offset = 0;
+  Eigen::Index total_classes = 0;
+  /// With a slice, the two in-place element-wise all-reduces over the ranks
+  /// (max of n Scalars, sum of n Accumulators), e.g. MPI_Allreduce with
+  /// MPI_IN_PLACE; each is called once per call, by every rank.
+  std::function<void(Scalar* values, Eigen::Index n)> all_reduce_max;
+  std::function<void(Accumulator* values, Eigen::Index n)> all_reduce_sum;
 
   template <class H, class W, class B, class L>
   Scalar operator()(const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<W>& weight,
@@ -160,6 +174,8 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
     Matrix block_max;  ///< (blocks × N), only with the sparsity filter
   };
 
+  bool sliced(Eigen::Index classes) const { return total_classes != 0 && total_classes != classes; }
+
   template <class HX, class WX, class BX, class LX, class SW, class GH, class GW, class GB>
   void check(const HX& h, const WX& w, const BX& b, const LX& y, const SW& s, const GH& grad_H, const GW& grad_W,
              const GB& grad_b) const {
@@ -175,11 +191,21 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
     if (block_size < 1) detail::fail(kName, "block_size", "must be >= 1, got ", block_size);
     if (!(sparsity_threshold >= Scalar(0) && sparsity_threshold < Scalar(1)))
       detail::fail(kName, "sparsity_threshold", "must be in [0, 1), got ", sparsity_threshold);
-    this->check_options(kName, classes);
+    if (class_offset < 0) detail::fail(kName, "class_offset", "must be >= 0, got ", class_offset);
+    if (total_classes == 0 && class_offset != 0)
+      detail::fail(kName, "class_offset", "is ", class_offset, " but total_classes is 0 (no slice)");
+    if (total_classes != 0 && total_classes < class_offset + classes)
+      detail::fail(kName, "total_classes", total_classes, " is less than class_offset + W's row count = ", class_offset,
+                   " + ", classes);
+    if (sliced(classes) && (!all_reduce_max || !all_reduce_sum))
+      detail::fail(kName, "all_reduce_max", "and all_reduce_sum must both be set when W is a slice (classes ",
+                   class_offset, "..", class_offset + classes, " of ", total_classes, ")");
+    const Eigen::Index total = total_classes != 0 ? total_classes : classes;
+    this->check_options(kName, total);
     if ((y.rows() != 1 && y.cols() != 1) || y.size() != n)
       detail::fail(kName, "labels", "expected a vector of length N = ", n, " (one label per column of H), got ",
                    y.rows(), "x", y.cols());
-    detail::check_labels(kName, y, n, classes, true, ignore_index);
+    detail::check_labels(kName, y, n, total, true, ignore_index);
     if constexpr (detail::is_weighted<SW>) detail::check_sample_weights<Scalar>(kName, s, n);
     if constexpr (detail::wants_grad<GH>) {
       static_assert(detail::wants_grad<GW> && detail::wants_grad<GB>,
@@ -238,15 +264,16 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
       normaliser += detail::is_weighted<SW> ? Acc(sample_weight(s, j)) * share : share;
     }
     const Scalar factor = detail::reduction_factor<Scalar>(reduction, normaliser);
-    const Scalar keep = Scalar(1) - label_smoothing, spread = label_smoothing / Scalar(classes);
-    const Acc weight_total = class_weights.size() > 0 ? Acc(class_weights.sum()) : Acc(classes);
+    const Eigen::Index total = total_classes != 0 ? total_classes : classes;
+    const Scalar keep = Scalar(1) - label_smoothing, spread = label_smoothing / Scalar(total);
+    const Acc weight_total = class_weights.size() > 0 ? Acc(class_weights.sum()) : Acc(total);
     const Eigen::Index bs = std::min(block_size, classes);
     const bool filter = detail::wants_grad<GH> && sparsity_threshold > Scalar(0) && spread == Scalar(0);
 
     Matrix buffer(bs, n);
     Stats st = first_pass(h, w, b, y, s, u, buffer, spread > Scalar(0), filter);
 
-    const Part total = detail::column_sum<Part>(n, 1, [&](Eigen::Index j) {
+    const Part sum = detail::column_sum<Part>(n, 1, [&](Eigen::Index j) {
       if (st.state(j) != kCounted) return st.state(j) == kNonFinite ? nan_part() : Part{};
       const Eigen::Index l = static_cast<Eigen::Index>(y.coeff(j));
       const Scalar w_y = class_weights.size() > 0 ? class_weights(l) : Scalar(1), r = sample_weight(s, j);
@@ -258,9 +285,9 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
     });
     Result out;
     out.normaliser = static_cast<double>(normaliser);
-    out.cross_entropy = static_cast<Scalar>(total.ce * Acc(factor));
-    out.z_penalty = static_cast<Scalar>(total.z * Acc(factor));
-    out.loss = static_cast<Scalar>((total.ce + total.z) * Acc(factor));
+    out.cross_entropy = static_cast<Scalar>(sum.ce * Acc(factor));
+    out.z_penalty = static_cast<Scalar>(sum.z * Acc(factor));
+    out.loss = static_cast<Scalar>((sum.ce + sum.z) * Acc(factor));
     if constexpr (detail::wants_grad<GH>) {
       auto& gh = detail::prepare_output(kName, "grad_H", grad_H, h.rows(), n);
       auto& gw = detail::prepare_output(kName, "grad_W", grad_W, classes, h.rows());
@@ -323,15 +350,41 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
           m = cm;
         }
         st.sum_e(j) += static_cast<Acc>((xs - m).exp().sum());
-        if (need_dot) st.dot(j) += static_cast<Acc>((u.segment(k0, len) * (xs - m)).sum());
-        const Eigen::Index l = static_cast<Eigen::Index>(y.coeff(j)) - k0;
+        if (need_dot) st.dot(j) += static_cast<Acc>((u.segment(class_offset + k0, len) * (xs - m)).sum());
+        const Eigen::Index l = static_cast<Eigen::Index>(y.coeff(j)) - class_offset - k0;
         if (l >= 0 && l < len) st.x_y(j) = xs(l);
       });
-      if (need_dot) u_before += static_cast<Acc>(u.segment(k0, len).sum());
+      if (need_dot) u_before += static_cast<Acc>(u.segment(class_offset + k0, len).sum());
     }
+    if (sliced(classes)) combine_ranks(st, u_before);
     for (Eigen::Index j = 0; j < n; ++j)
       if (st.state(j) == kCounted && !Column::finite(st.m(j), st.sum_e(j))) st.state(j) = kNonFinite;
     return st;
+  }
+
+  /// A slice's statistics made global: every rank's max, its sums moved to
+  /// that max (as pass 1 moves them between blocks), then summed; the
+  /// label's logit is held by one rank and 0 elsewhere, so its sum is exact.
+  void combine_ranks(Stats& st, Acc u_local) const {
+    const Eigen::Index n = st.m.size();
+    Vector global_max = st.m;
+    all_reduce_max(global_max.data(), n);
+    AccVector sums(3 * n);
+    for (Eigen::Index j = 0; j < n; ++j) {
+      const Scalar m = st.m(j), gm = global_max(j);
+      if (st.state(j) == kCounted && gm > m) {
+        if (st.sum_e(j) != Acc(0)) st.sum_e(j) *= static_cast<Acc>(std::exp(m - gm));
+        if (u_local != Acc(0)) st.dot(j) -= (Acc(gm) - Acc(m)) * u_local;
+      }
+      sums(j) = st.sum_e(j);
+      sums(n + j) = st.dot(j);
+      sums(2 * n + j) = Acc(st.x_y(j));
+    }
+    all_reduce_sum(sums.data(), 3 * n);
+    st.m = global_max;
+    st.sum_e = sums.head(n);
+    st.dot = sums.segment(n, n);
+    st.x_y = sums.tail(n).template cast<Scalar>();
   }
 
   /// The sparsity filter's test for classes [k0, k0 + len): every counted
@@ -342,7 +395,7 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
     for (Eigen::Index j = 0; j < st.state.size(); ++j) {
       if (st.state(j) == kInactive) continue;
       if (st.state(j) == kNonFinite) return false;
-      const Eigen::Index l = static_cast<Eigen::Index>(y.coeff(j)) - k0;
+      const Eigen::Index l = static_cast<Eigen::Index>(y.coeff(j)) - class_offset - k0;
       if (l >= 0 && l < len) return false;
       const Acc lse = Acc(st.m(j)) + std::log(st.sum_e(j));
       if (!(Acc(st.block_max(blk, j)) - lse < log_tau)) return false;
@@ -376,8 +429,8 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
         const Scalar m = st.m(j), fj = Scalar(factor * sample_weight(s, j));
         const Column& c = st.column[std::size_t(j)];
         gs = (gs - m).exp();
-        c.gradient(gs, u.segment(k0, len), Acc(1), fj * spread);
-        const Eigen::Index yj = static_cast<Eigen::Index>(y.coeff(j)), l = yj - k0;
+        c.gradient(gs, u.segment(class_offset + k0, len), Acc(1), fj * spread);
+        const Eigen::Index yj = static_cast<Eigen::Index>(y.coeff(j)), l = yj - class_offset - k0;
         if (l >= 0 && l < len) {
           const Scalar w_y = class_weights.size() > 0 ? class_weights(yj) : Scalar(1);
           const Acc e_y = std::exp(Acc(st.x_y(j)) - Acc(m));
