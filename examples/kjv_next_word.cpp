@@ -4,7 +4,7 @@
 // Data: the KJV text of Debian's bible-kjv-text package (public domain; see
 // examples/data/README.md), decoded by its `bible` program
 // (`bible Gen1:1-Rev22:21`), or any text file given as the last argument.
-// Words are maximal runs of letters, lower-cased: 823k words, a vocabulary
+// Words are maximal runs of letters, lower-cased: 793k words, a vocabulary
 // of 12.5k (every word is a class). The last 5 % of the words are held out.
 //
 // Model: embedding → linear head, h_i = E[:, w_{i−1}] (d = 64),
