@@ -32,6 +32,25 @@ class AllocationCounter {
   long start_, heap_start_;
 };
 
+/// Heap bytes at the malloc level (tests/main.cpp replaces malloc and its
+/// family on glibc): live now, and the peak since reset_heap_peak().
+/// heap_bytes_counted() is false where they are not counted (sanitizers).
+bool heap_bytes_counted();
+long long heap_live_bytes();
+long long heap_peak_bytes();
+void reset_heap_peak();
+
+/// The peak of live heap bytes above the level at construction; meant for
+/// one call on one thread at a time (other threads' allocations count too).
+class HeapPeak {
+ public:
+  HeapPeak() : start_(heap_live_bytes()) { reset_heap_peak(); }
+  long long peak() const { return heap_peak_bytes() - start_; }
+
+ private:
+  long long start_;
+};
+
 /// |a - b| / max(|a|, |b|, floor).
 inline double rel_err(double a, double b, double floor = 1e-300) {
   if (a == b) return 0.0;

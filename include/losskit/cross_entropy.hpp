@@ -79,18 +79,139 @@
 #include "core/options.hpp"
 
 namespace losskit {
+namespace detail {
 
-template <class Scalar_>
-class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
-  friend detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>;
-
+/// CrossEntropy's options and their checks, shared with LinearCrossEntropy
+/// (linear_cross_entropy.hpp) so that the two accept and mean the same.
+template <class Scalar>
+class CrossEntropyOptions {
  public:
-  using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   VectorOption<Scalar> class_weights;  ///< length C, finite, >= 0; empty (default) = all 1
   long long ignore_index = -100;       ///< label value whose samples are skipped (PyTorch's default)
   Scalar label_smoothing = 0;          ///< ε in [0, 1]
   Scalar z_penalty = 0;                ///< coefficient of the log²Z penalty, >= 0 (1e-4 is usual; 0 = off)
+
+ protected:
+  /// classes < 0: class_weights' length is not checked.
+  void check_options(const char* loss, Eigen::Index classes) const {
+    if (!(label_smoothing >= Scalar(0) && label_smoothing <= Scalar(1)))
+      fail(loss, "label_smoothing", "must be in [0, 1], got ", label_smoothing);
+    check_non_negative(loss, "z_penalty", z_penalty);
+    if (class_weights.size() == 0) return;
+    if (classes >= 0) check_vector_length(loss, "class_weights", class_weights, classes);
+    for (Eigen::Index k = 0; k < class_weights.size(); ++k)
+      if (!(class_weights(k) >= Scalar(0)) || !std::isfinite(class_weights(k)))
+        fail(loss, "class_weights", "weight ", class_weights(k), " of class ", k, " must be finite and >= 0");
+  }
+
+  /// n_j of an integer label: w_y (1 without class weights), 0 if ignored.
+  acc_t<Scalar> label_share(long long label) const {
+    using Acc = acc_t<Scalar>;
+    if (label == ignore_index) return Acc(0);
+    return class_weights.size() > 0 ? Acc(class_weights(static_cast<Eigen::Index>(label))) : Acc(1);
+  }
+};
+
+/// The per-class factor u of the smoothing mass with integer labels:
+/// t = (ε/C)·u + (1−ε)·w_y·e_y, u = 1 (no class weights) or w.
+template <class Scalar>
+struct UnitMass {
+  auto segment(Eigen::Index, Eigen::Index len) const {
+    return Eigen::Array<Scalar, Eigen::Dynamic, 1>::Constant(len, Scalar(1));
+  }
+};
+template <class Scalar>
+struct ClassWeightMass {
+  const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>& w;
+  auto segment(Eigen::Index start, Eigen::Index len) const { return w.segment(start, len).array(); }
+};
+
+/// The cross-entropy and penalty parts of a loss, summed over columns.
+template <class Acc>
+struct CrossEntropyParts {
+  Acc ce = 0, z = 0;
+  CrossEntropyParts& operator+=(const CrossEntropyParts& o) {
+    ce += o.ce;
+    z += o.z;
+    return *this;
+  }
+  CrossEntropyParts scaled(Acc s) const { return {ce * s, z * s}; }
+  Acc total() const { return ce + z; }
+};
+
+/// One column's closing formulas, shared by CrossEntropy and
+/// LinearCrossEntropy: from the column's max logit m, sum_e = Σ_k e_k with
+/// e_k = exp(x_k − m), the target mass Σ_k t_k and shifted = Σ_k t_k·(x_k − m),
+///   ce = mass·log(sum_e) − shifted,   z = z_penalty·s·lse²,   lse = m + log(sum_e),
+///   ∂/∂x_k = (k_ce·e_k − f·t_k) + k_z·e_k,
+///   k_ce = f·mass/sum_e,   k_z = f·2·z_penalty·s·lse/sum_e
+/// (f the reduction factor, s the penalty's weight). The cross-entropy and
+/// penalty coefficients stay apart: summed first, a penalty term far below
+/// the target mass (class weights ~1e30) would be rounded away.
+template <class Scalar>
+struct CrossEntropyColumn {
+  using Acc = acc_t<Scalar>;
+  Acc ce = 0, z = 0, k_ce = 0, k_z = 0;
+
+  static CrossEntropyColumn close(Acc mass, Acc shifted, Acc s, Scalar m, Acc sum_e, Scalar z_penalty, Scalar factor) {
+    const Acc log_sum = std::log(sum_e), lse = Acc(m) + log_sum;
+    return {mass * log_sum - shifted, Acc(z_penalty) * s * lse * lse, Acc(factor) * mass / sum_e,
+            Acc(factor) * Acc(2) * Acc(z_penalty) * s * lse / sum_e};
+  }
+
+  /// +inf or NaN logits (sum NaN, or m infinite), or every logit −inf (m
+  /// never left its start value, the lowest finite Scalar).
+  static bool finite(Scalar m, Acc sum_e) {
+    return sum_e > Acc(0) && m > std::numeric_limits<Scalar>::lowest() && m < std::numeric_limits<Scalar>::infinity();
+  }
+
+  /// With an integer label y of weight w_y (keep = 1 − ε, spread = ε/C,
+  /// weight_total = Σ_k w_k, dot = Σ_k u_k·(x_k − m)): t_y = keep·w_y, the
+  /// mass and the shifted dot of t = spread·u + t_y·e_y.
+  struct LabelMass {
+    Acc t_y, mass, shifted;
+  };
+  static LabelMass label_mass(Scalar keep, Scalar spread, Acc weight_total, Scalar w_y, Scalar x_y, Scalar m, Acc dot) {
+    const Acc t_y = Acc(keep) * Acc(w_y);
+    return {t_y, t_y + (spread > Scalar(0) ? Acc(spread) * weight_total : Acc(0)),
+            t_y * (Acc(x_y) - Acc(m)) + Acc(spread) * dot};
+  }
+
+  /// gs holds e·rescale's exponentials (e taken at a shift rescale below
+  /// m); turns them in place into (k_ce·e − t_scale·u) + k_z·e.
+  template <class GS, class US>
+  void gradient(GS&& gs, const US& u, Acc rescale, Scalar t_scale) const {
+    const Scalar kc = static_cast<Scalar>(k_ce * rescale), kz = static_cast<Scalar>(k_z * rescale);
+    // Without a target term nothing cancels, so the coefficients may be summed.
+    if (t_scale == Scalar(0))
+      gs *= static_cast<Scalar>((k_ce + k_z) * rescale);
+    else if (kz == Scalar(0))
+      gs = gs * kc - t_scale * u;
+    else
+      gs = (gs * kc - t_scale * u) + gs * kz;
+  }
+
+  /// The label's entry, formed once from its own exponential e_y (at m) and
+  /// its whole scaled target t_full with the same grouping.
+  Scalar label_gradient(Acc e_y, Acc t_full) const { return static_cast<Scalar>((e_y * k_ce - t_full) + e_y * k_z); }
+};
+
+}  // namespace detail
+
+template <class Scalar_>
+class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
+                     public detail::CrossEntropyOptions<Scalar_> {
+  using Base = detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>;
+  using Options = detail::CrossEntropyOptions<Scalar_>;
+  friend Base;
+
+ public:
+  using Scalar = Scalar_;
+  using typename Base::Vector;
+  using Options::class_weights;
+  using Options::ignore_index;
+  using Options::label_smoothing;
+  using Options::z_penalty;
 
   /// The loss and its parts, each reduced like the loss.
   struct Result {
@@ -144,7 +265,6 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
 
  private:
   using Acc = detail::acc_t<Scalar>;
-  using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
   static constexpr const char* kName = "CrossEntropy";
   static constexpr bool kUniformShare = false;
   static constexpr Eigen::Index kChunk = 1024;
@@ -152,16 +272,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
   template <class T>
   static constexpr bool kLabels = std::is_integral<typename T::Scalar>::value;
 
-  struct Part {
-    Acc ce = 0, z = 0;
-    Part& operator+=(const Part& o) {
-      ce += o.ce;
-      z += o.z;
-      return *this;
-    }
-    Part scaled(Acc s) const { return {ce * s, z * s}; }
-    Acc total() const { return ce + z; }
-  };
+  using Part = detail::CrossEntropyParts<Acc>;
 
   /// Per-call constants of the kernel.
   struct Context {
@@ -180,16 +291,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
     return r;
   }
 
-  void check_options(Eigen::Index classes) const {
-    if (!(label_smoothing >= Scalar(0) && label_smoothing <= Scalar(1)))
-      detail::fail(kName, "label_smoothing", "must be in [0, 1], got ", label_smoothing);
-    detail::check_non_negative(kName, "z_penalty", z_penalty);
-    if (class_weights.size() == 0) return;
-    if (classes >= 0) detail::check_vector_length(kName, "class_weights", class_weights, classes);
-    for (Eigen::Index k = 0; k < class_weights.size(); ++k)
-      if (!(class_weights(k) >= Scalar(0)) || !std::isfinite(class_weights(k)))
-        detail::fail(kName, "class_weights", "weight ", class_weights(k), " of class ", k, " must be finite and >= 0");
-  }
+  void check_options(Eigen::Index classes) const { Options::check_options(kName, classes); }
 
   /// The checks normaliser() can make without the logits.
   template <class T>
@@ -248,9 +350,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
   template <class T>
   Acc share(const T& target, Eigen::Index j) const {
     if constexpr (kLabels<T>) {
-      const long long l = static_cast<long long>(target.coeff(j));
-      if (l == ignore_index) return Acc(0);
-      return class_weights.size() > 0 ? Acc(class_weights(static_cast<Eigen::Index>(l))) : Acc(1);
+      return this->label_share(static_cast<long long>(target.coeff(j)));
     } else {
       (void)target;
       (void)j;
@@ -261,13 +361,8 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
   // The per-class factor u of the target mass, chosen once per column (not
   // per element): t = (ε/C)·u + (1−ε)·w_y·e_y with labels, t = u with
   // probabilities; u is w or 1 (labels), w∘q' or q' (probabilities).
-  struct Unit {
-    auto segment(Eigen::Index, Eigen::Index len) const { return Array::Constant(len, Scalar(1)); }
-  };
-  struct ClassWeights {
-    const Vector& w;
-    auto segment(Eigen::Index start, Eigen::Index len) const { return w.segment(start, len).array(); }
-  };
+  using Unit = detail::UnitMass<Scalar>;
+  using ClassWeights = detail::ClassWeightMass<Scalar>;
   template <class Q>
   struct Soft {
     const Q& q;
@@ -319,36 +414,31 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
     constexpr bool kHasLabel = std::is_same<L, Label>::value;
     const bool need_dot = !kHasLabel || ctx.spread > Scalar(0);
     const Scan sc = scan(ctx, xc, u, need_dot, g);
-    if (!sc.finite()) {
+    if (!Column::finite(sc.m, sc.sum_e)) {
       if constexpr (detail::wants_grad<G>) g.setConstant(std::numeric_limits<Scalar>::quiet_NaN());
       return {std::numeric_limits<Acc>::quiet_NaN(), std::numeric_limits<Acc>::quiet_NaN()};
     }
     // mass = Σ_k t_k, shifted = Σ_k t_k·(x_k − m), s = the penalty's weight.
     Acc mass = sc.u_seen, shifted = sc.dot, s(1), t_y(0);
     if constexpr (kHasLabel) {
-      t_y = Acc(ctx.keep) * Acc(label.w_y);
-      mass = t_y + (ctx.spread > Scalar(0) ? Acc(ctx.spread) * ctx.weight_total : Acc(0));
-      shifted = t_y * (Acc(xc(label.y)) - Acc(sc.m)) + Acc(ctx.spread) * sc.dot;
+      const auto lm = Column::label_mass(ctx.keep, ctx.spread, ctx.weight_total, label.w_y, xc(label.y), sc.m, sc.dot);
+      t_y = lm.t_y;
+      mass = lm.mass;
+      shifted = lm.shifted;
       s = Acc(label.w_y);
     }
-    const Acc log_sum = std::log(sc.sum_e), lse = Acc(sc.m) + log_sum;
-    const Part out{mass * log_sum - shifted, Acc(z_penalty) * s * lse * lse};
+    const Column col = Column::close(mass, shifted, s, sc.m, sc.sum_e, z_penalty, factor);
     if constexpr (detail::wants_grad<G>) {
-      // The cross-entropy and penalty coefficients stay apart: summed first,
-      // a penalty term far below the target mass (class weights ~1e30) would
-      // be rounded away before it reaches the gradient.
-      const Acc k_ce = Acc(factor) * mass / sc.sum_e, k_z = Acc(factor) * Acc(2) * Acc(z_penalty) * s * lse / sc.sum_e;
       const Scalar t_scale = kHasLabel ? factor * ctx.spread : factor;
-      finish_gradient(ctx, xc.size(), sc, u, k_ce, k_z, t_scale, g);
+      finish_gradient(ctx, xc.size(), sc, u, col, t_scale, g);
       if constexpr (kHasLabel) {
-        // The label's entry, formed once from its own exp with the same grouping.
         const Acc e_y = std::exp(Acc(xc(label.y)) - Acc(sc.m));
-        const Acc t_full = Acc(factor) * (t_y + Acc(ctx.spread) * Acc(u.segment(label.y, 1)(0)));
-        g(label.y) = static_cast<Scalar>((e_y * k_ce - t_full) + e_y * k_z);
+        g(label.y) = col.label_gradient(e_y, Acc(factor) * (t_y + Acc(ctx.spread) * Acc(u.segment(label.y, 1)(0))));
       }
     }
-    return out;
+    return {col.ce, col.z};
   }
+  using Column = detail::CrossEntropyColumn<Scalar>;
 
   /// What one read of a column gathers: the running max m, Σ exp(x − m),
   /// Σ u, Σ u·(x − m), and the shift each chunk's exponentials were taken at.
@@ -356,11 +446,6 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
     Scalar m = std::numeric_limits<Scalar>::lowest();
     Acc sum_e = 0, u_seen = 0, dot = 0;
     std::array<Scalar, kMaxChunks> shift;
-    // +inf or NaN logits (sum NaN, or m infinite), or every logit −inf (m
-    // never left its start value).
-    bool finite() const {
-      return sum_e > Acc(0) && m > std::numeric_limits<Scalar>::lowest() && m < std::numeric_limits<Scalar>::infinity();
-    }
   };
 
   // Chunk by chunk (L1-sized), the chunk max updates a running max m
@@ -405,24 +490,16 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_> {
   }
 
   /// Turns the stored exponentials into the gradient, chunk by chunk with
-  /// the chunk's own shift: g = (k_ce·e − t_scale·u) + k_z·e.
+  /// the chunk's own shift.
   template <class U, class G>
-  static void finish_gradient(const Context& ctx, Eigen::Index C, const Scan& sc, const U& u, Acc k_ce, Acc k_z,
+  static void finish_gradient(const Context& ctx, Eigen::Index C, const Scan& sc, const U& u, const Column& col,
                               Scalar t_scale, G& g) {
     Eigen::Index c = 0;
     for (Eigen::Index start = 0; start < C; start += ctx.chunk, ++c) {
       const Eigen::Index len = std::min(ctx.chunk, C - start);
-      auto gs = g.segment(start, len).array();
       const Scalar shift_c = sc.shift[static_cast<std::size_t>(c)];
       const Acc rescale = shift_c == sc.m ? Acc(1) : static_cast<Acc>(std::exp(shift_c - sc.m));
-      const Scalar kc = static_cast<Scalar>(k_ce * rescale), kz = static_cast<Scalar>(k_z * rescale);
-      // Without a target term nothing cancels, so the coefficients may be summed.
-      if (t_scale == Scalar(0))
-        gs *= static_cast<Scalar>((k_ce + k_z) * rescale);
-      else if (kz == Scalar(0))
-        gs = gs * kc - t_scale * u.segment(start, len);
-      else
-        gs = (gs * kc - t_scale * u.segment(start, len)) + gs * kz;
+      col.gradient(g.segment(start, len).array(), u.segment(start, len), rescale, t_scale);
     }
   }
 

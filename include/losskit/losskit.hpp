@@ -7,6 +7,7 @@
 #include "factored_output_layer.hpp"
 #include "gradcheck.hpp"
 #include "ldr.hpp"
+#include "linear_cross_entropy.hpp"
 #include "mse.hpp"
 #include "ssim.hpp"
 #include "z_loss.hpp"

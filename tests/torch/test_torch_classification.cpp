@@ -275,6 +275,73 @@ TEST_CASE("BinaryCrossEntropyWithLogits agrees with torch binary_cross_entropy_w
 }
 #endif
 
+#if __has_include(<losskit/linear_cross_entropy.hpp>)
+#include <losskit/linear_cross_entropy.hpp>
+
+TEST_CASE("LinearCrossEntropy agrees with torch autograd of linear + cross_entropy (every option, sample weights)",
+          "[torch][lce]") {
+  const int classes = 50, d = 7, n = 30;
+  const Eigen::MatrixXd h = lktest::normal(d, n, 1.5), w = lktest::normal(classes, d);
+  const Eigen::VectorXd bias = lktest::normal(classes, 1, 0.5), weights = lktest::uniform(classes, 1, 0.2, 2.0);
+  Eigen::VectorXd sample_weights = lktest::uniform(n, 1, 0.0, 3.0);
+  sample_weights(2) = 0;
+  Eigen::VectorXi labels = lktest::labels(n, classes);
+  for (int i = 0; i < n; i += 6) labels(i) = -100;
+  const torch::Tensor mask = lktorch::labels(labels).ne(-100);
+  const torch::Tensor safe_labels = torch::where(mask, lktorch::labels(labels), torch::zeros_like(mask, torch::kLong));
+  double worst = 0;
+  int combos = 0;
+  for (const bool with_bias : {false, true})
+    for (const bool weighted : {false, true})
+      for (const double eps : {0.0, 0.1})
+        for (const double z : {0.0, 1e-3})
+          for (Reduction r : {Reduction::Mean, Reduction::Sum})
+            for (const bool sw : {false, true}) {
+              losskit::LinearCrossEntropy<double> lce;
+              lce.block_size = 8;  // C = 50: six full blocks and a partial one
+              lce.reduction = r;
+              lce.label_smoothing = eps;
+              lce.z_penalty = z;
+              if (weighted) lce.class_weights = weights;
+              const Eigen::VectorXd b = with_bias ? bias : Eigen::VectorXd();
+              Eigen::MatrixXd gh, gw;
+              Eigen::VectorXd gb;
+              const double v = sw ? lce.value_and_gradient(h, w, b, labels, sample_weights, gh, gw, gb)
+                                  : lce.value_and_gradient(h, w, b, labels, gh, gw, gb);
+
+              torch::Tensor th = lktorch::rows(h, true);                        // N×d
+              torch::Tensor tw = lktorch::rows(Eigen::MatrixXd(w.transpose()), true);  // C×d, row k = class k
+              torch::Tensor tb = lktorch::vector(bias).requires_grad_(true);
+              const torch::Tensor logits = with_bias ? F::linear(th, tw, tb) : F::linear(th, tw);
+              auto opts = F::CrossEntropyFuncOptions().label_smoothing(eps).reduction(torch::kNone);
+              if (weighted) opts.weight(lktorch::vector(weights));
+              // torch has no sample weights or log²Z penalty: Σ s_i·(ℓ_i + z·w_{y_i}·lse_i²) over
+              // counted samples, divided by Σ s_i·w_{y_i} for Mean (losskit's documented semantics).
+              const torch::Tensor s = sw ? lktorch::vector(sample_weights) : torch::ones({n}, torch::kDouble);
+              const torch::Tensor w_y =
+                  (weighted ? lktorch::vector(weights).index_select(0, safe_labels) : torch::ones({n}, torch::kDouble)) *
+                  mask.to(torch::kDouble);
+              const torch::Tensor lse = torch::logsumexp(logits, 1);
+              const torch::Tensor per = F::cross_entropy(logits, lktorch::labels(labels), opts) + z * w_y * lse * lse;
+              torch::Tensor ref = (s * per).sum();
+              if (r == Reduction::Mean) ref = ref / (s * w_y).sum();
+              ref.backward();
+              const double e = std::max({lktest::rel_err(v, lktorch::item(ref)), lktorch::grad_err(gh, lktorch::columns(th.grad())),
+                                         lktorch::grad_err(gw, Eigen::MatrixXd(lktorch::columns(tw.grad()).transpose())),
+                                         with_bias ? lktorch::grad_err(gb, lktorch::vector(tb.grad())) : 0.0});
+              INFO("LinearCrossEntropy bias " << with_bias << ", class weights " << weighted << ", smoothing " << eps
+                                             << ", z_penalty " << z << ", reduction " << r << ", sample weights " << sw
+                                             << ": losskit " << v << ", torch " << lktorch::item(ref) << ", worst error "
+                                             << e);
+              CHECK(e <= 1e-12);
+              worst = std::max(worst, e);
+              ++combos;
+            }
+  WARN("LinearCrossEntropy vs torch linear + cross_entropy, double, " << combos
+                                                                      << " combinations: worst relative error " << worst);
+}
+#endif
+
 #if __has_include(<losskit/z_loss.hpp>)
 #include <losskit/z_loss.hpp>
 
