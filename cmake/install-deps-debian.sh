@@ -3,10 +3,11 @@
 # Debian 12, from Debian's packages, skipping what is already there.
 # Uses sudo when not run as root.
 set -eu
+# bible-kjv-text: the text of the next-word example (LinearCrossEntropy).
 # zlib, Open MPI: the examples that read the shipped data sets and the
 # data-parallel example (skipped with a message when missing); pkgconf
 # (pkg-config): the test that consumes the installed losskit.pc.
-pkgs="g++ cmake make pkgconf libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenmpi-dev openmpi-bin"
+pkgs="g++ cmake make pkgconf libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenmpi-dev openmpi-bin bible-kjv-text"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
