@@ -26,7 +26,7 @@
 
 #include "example_io.hpp"
 
-using Image = Eigen::MatrixXd;  // H×W, column-major: one plane in losskit's image layout
+using Image = Eigen::MatrixXd;  // H×W, column-major: the losses read it with ImageLayout::ColumnMajor
 
 // out(i, j) = Σ_{u,v} k(u, v)·in(i + u − r, j + v − r) + bias, edges replicated
 // (r = radius); `padded` is the input with r replicated pixels on every side.
@@ -106,8 +106,10 @@ int main(int argc, char** argv) {
 
   const Eigen::Index h = clean.rows(), w = clean.cols();
   const losskit::MSE<double> mse;
-  const losskit::SSIMLoss<double> ssim_loss(h, w);
-  const losskit::MSSSIMLoss<double> ms_ssim_loss(h, w);
+  losskit::SSIMLoss<double> ssim_loss(h, w);
+  losskit::MSSSIMLoss<double> ms_ssim_loss(h, w);
+  // Image is a column-major Eigen matrix (the default layout is row-major, NCHW).
+  ssim_loss.layout = ms_ssim_loss.layout = losskit::ImageLayout::ColumnMajor;
   const Image by_mse = restore(mse, degraded, clean, steps);
   const Image by_ssim = restore(ssim_loss, degraded, clean, steps);
   const Image by_ms_ssim = restore(ms_ssim_loss, degraded, clean, steps);

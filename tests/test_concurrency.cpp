@@ -148,6 +148,12 @@ TEST_CASE("Concurrent const calls: SSIMLoss MSSSIMLoss", "[concurrency]") {
   ms.weights = {0.3f, 0.3f, 0.4f};
   check_pred_target("MSSSIMLoss", ms, x, target);
   run_concurrently("SSIMLoss::index", [&] { return Record().add(ssim.index(x, target)); });
+  const Eigen::VectorXf s = lktest::uniform<float>(n, 1, 0.5f, 2.0f);
+  run_concurrently("MSSSIMLoss::evaluate (sample weights)", [&] {
+    MatrixF grad;
+    const auto r = ms.evaluate(x, target, s, grad);
+    return Record().add(r.loss).add(r.clamped_images).add(grad).add(ssim(x, target, s));
+  });
 }
 
 TEST_CASE("Concurrent const calls: CSDivergence CSQuadraticMI CSIB", "[concurrency]") {

@@ -6,8 +6,10 @@
 
 #include <vector>
 
+#include "sample_weight_checks.hpp"
 #include "test_util.hpp"
 
+using losskit::ImageLayout;
 using losskit::MSSSIMLoss;
 using losskit::OddSizePooling;
 using losskit::Reduction;
@@ -95,9 +97,16 @@ long double brute_ms_ssim(LMat x, LMat y, const BruteOptions& o, const std::vect
   return ms;
 }
 
-LMat plane(const Eigen::MatrixXd& images, Eigen::Index image, Eigen::Index channel, Eigen::Index h, Eigen::Index w) {
-  return Eigen::Map<const Eigen::MatrixXd>(images.col(image).data() + channel * h * w, h, w).cast<long double>();
+// Plane `channel` of image `image` as an H×W matrix, read in `layout`.
+LMat plane(const Eigen::MatrixXd& images, Eigen::Index image, Eigen::Index channel, Eigen::Index h, Eigen::Index w,
+           ImageLayout layout = ImageLayout::RowMajor) {
+  using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const double* data = images.col(image).data() + channel * h * w;
+  if (layout == ImageLayout::RowMajor) return Eigen::Map<const RowMat>(data, h, w).cast<long double>();
+  return Eigen::Map<const Eigen::MatrixXd>(data, h, w).cast<long double>();
 }
+
+const char* name(ImageLayout layout) { return layout == ImageLayout::RowMajor ? "RowMajor" : "ColumnMajor"; }
 
 // A target correlated with the prediction, so every MS-SSIM term is positive.
 Eigen::MatrixXd correlated(const Eigen::MatrixXd& x, double noise) {
@@ -162,7 +171,9 @@ TEST_CASE("SSIM agrees with a brute-force non-separable evaluation", "[ssim][bru
   const Eigen::MatrixXd x = lktest::uniform(c * h * w, n), y = lktest::uniform(c * h * w, n);
   for (int window : {11, 7}) {
     for (double range : {1.0, 2.0}) {
+      const ImageLayout layout = range == 1.0 ? ImageLayout::RowMajor : ImageLayout::ColumnMajor;
       SSIMLoss<double> loss(h, w, c);
+      loss.layout = layout;
       loss.window_size = window;
       loss.sigma = window == 7 ? 1.0 : 1.5;
       loss.data_range = range;
@@ -176,10 +187,10 @@ TEST_CASE("SSIM agrees with a brute-force non-separable evaluation", "[ssim][bru
         long double mean = 0;
         for (Eigen::Index ch = 0; ch < c; ++ch) {
           long double s, cs;
-          brute_ssim(plane(x, i, ch, h, w), plane(y, i, ch, h, w), o, s, cs);
+          brute_ssim(plane(x, i, ch, h, w, layout), plane(y, i, ch, h, w, layout), o, s, cs);
           mean += s / c;
         }
-        INFO("SSIM window " << window << " L " << range << " image " << i << ": " << idx(i) << " vs brute "
+        INFO("SSIM " << name(layout) << " window " << window << " L " << range << " image " << i << ": " << idx(i) << " vs brute "
                             << double(mean));
         CHECK(lktest::rel_err(idx(i), double(mean)) < 1e-12);
         total_loss += (1 - mean) / n;
@@ -189,7 +200,8 @@ TEST_CASE("SSIM agrees with a brute-force non-separable evaluation", "[ssim][bru
   }
   // The free function on a single plane.
   long double s, cs;
-  brute_ssim(plane(x, 1, 2, h, w), plane(y, 1, 2, h, w), BruteOptions{}, s, cs);
+  brute_ssim(plane(x, 1, 2, h, w, ImageLayout::ColumnMajor), plane(y, 1, 2, h, w, ImageLayout::ColumnMajor),
+             BruteOptions{}, s, cs);
   const Eigen::Map<const Eigen::MatrixXd> xp(x.col(1).data() + 2 * h * w, h, w), yp(y.col(1).data() + 2 * h * w, h, w);
   CHECK(lktest::rel_err(losskit::ssim(xp, yp), double(s)) < 1e-12);
 }
@@ -199,8 +211,12 @@ TEST_CASE("MS-SSIM agrees with a brute-force evaluation for both odd-size poolin
   const Eigen::MatrixXd x = lktest::uniform(c * h * w, n);
   const Eigen::MatrixXd y = correlated(x, 0.3);
   const std::vector<long double> weights = {0.1, 0.2, 0.3, 0.4};
-  for (OddSizePooling conv : {OddSizePooling::ReplicateLast, OddSizePooling::ZeroFirst}) {
+  // 37 → 19 → 10 → 5 and 42 → 21 → 11 → 6: odd sizes on different axes at
+  // different scales, in both layouts.
+  for (OddSizePooling conv : {OddSizePooling::ReplicateLast, OddSizePooling::ZeroFirst})
+    for (ImageLayout layout : {ImageLayout::RowMajor, ImageLayout::ColumnMajor}) {
     MSSSIMLoss<double> loss(h, w, c);
+    loss.layout = layout;
     loss.window_size = 5;
     loss.sigma = 1.0;
     loss.weights = {0.1, 0.2, 0.3, 0.4};
@@ -212,8 +228,8 @@ TEST_CASE("MS-SSIM agrees with a brute-force evaluation for both odd-size poolin
     for (Eigen::Index i = 0; i < n; ++i) {
       long double mean = 0;
       for (Eigen::Index ch = 0; ch < c; ++ch)
-        mean += brute_ms_ssim(plane(x, i, ch, h, w), plane(y, i, ch, h, w), o, weights, conv) / c;
-      INFO("MS-SSIM pooling " << int(conv) << " image " << i << ": " << idx(i) << " vs brute " << double(mean));
+        mean += brute_ms_ssim(plane(x, i, ch, h, w, layout), plane(y, i, ch, h, w, layout), o, weights, conv) / c;
+      INFO("MS-SSIM " << name(layout) << " pooling " << int(conv) << " image " << i << ": " << idx(i) << " vs brute " << double(mean));
       CHECK(lktest::rel_err(idx(i), double(mean)) < 1e-12);
     }
   }
@@ -485,4 +501,144 @@ TEST_CASE("SSIM propagates non-finite pixels to that plane only, without throwin
   Eigen::MatrixXd xm = lktest::uniform(4 * h * w, 1);
   xm(7, 0) = std::numeric_limits<double>::quiet_NaN();
   CHECK(std::isnan(ms.value_and_gradient(xm, xm, g)));
+}
+
+namespace {
+
+using RowPlane = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// The same images with every plane stored row after row instead of column
+// after column (or back: the map is its own inverse with h, w swapped).
+Eigen::MatrixXd transpose_planes(const Eigen::MatrixXd& images, Eigen::Index h, Eigen::Index w, Eigen::Index c) {
+  Eigen::MatrixXd out(images.rows(), images.cols());
+  for (Eigen::Index i = 0; i < images.cols(); ++i)
+    for (Eigen::Index ch = 0; ch < c; ++ch)
+      Eigen::Map<RowPlane>(out.col(i).data() + ch * h * w, h, w) =
+          Eigen::Map<const Eigen::MatrixXd>(images.col(i).data() + ch * h * w, h, w);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("SSIM and MS-SSIM: sample weights follow the contract (n_i = 1)", "[ssim][weights]") {
+  const Eigen::Index h = 14, w = 17, c = 2, n = 5;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, n), y = correlated(x, 0.3);
+  SSIMLoss<double> ssim(h, w, c);
+  ssim.window_size = 7;
+  lktest::check_sample_weights(ssim, x, y, "SSIMLoss");
+  MSSSIMLoss<double> ms(h, w, c);
+  ms.window_size = 3;
+  ms.weights = {0.3, 0.3, 0.4};
+  ms.pooling = OddSizePooling::ZeroFirst;
+  lktest::check_sample_weights(ms, x, y, "MSSSIMLoss");
+}
+
+TEST_CASE("SSIM layouts: a row-major plane gives the index of the same image stored column-major", "[ssim][layout]") {
+  // H ≠ W, and for MS-SSIM 27 → 14 → 7 and 40 → 20 → 10: an odd size on one
+  // axis only, with both poolings; the gradient comes back in the same layout.
+  const Eigen::Index h = 27, w = 40, c = 2, n = 2;
+  const Eigen::MatrixXd xc = lktest::uniform(c * h * w, n), yc = correlated(xc, 0.3);
+  const Eigen::MatrixXd xr = transpose_planes(xc, h, w, c), yr = transpose_planes(yc, h, w, c);
+  auto agree = [&](auto row, auto col, const char* what) {
+    row.layout = ImageLayout::RowMajor;
+    col.layout = ImageLayout::ColumnMajor;
+    Eigen::MatrixXd gr, gc;
+    const double vr = row.value_and_gradient(xr, yr, gr), vc = col.value_and_gradient(xc, yc, gc);
+    INFO(what << ": RowMajor " << vr << " vs ColumnMajor " << vc);
+    CHECK(lktest::rel_err(vr, vc) < 1e-13);
+    CHECK((transpose_planes(gr, w, h, c) - gc).cwiseAbs().maxCoeff() <= 1e-13 * gc.cwiseAbs().maxCoeff());
+    CHECK((row.index(xr, yr) - col.index(xc, yc)).cwiseAbs().maxCoeff() <= 1e-14);
+    // Reading the data in the wrong layout is a different (wrong) image.
+    col.layout = ImageLayout::RowMajor;
+    CHECK(std::abs(col(xc, yc) - vc) > 1e-6);
+  };
+  agree(SSIMLoss<double>(h, w, c), SSIMLoss<double>(h, w, c), "SSIM");
+  for (OddSizePooling conv : {OddSizePooling::ReplicateLast, OddSizePooling::ZeroFirst}) {
+    MSSSIMLoss<double> ms(h, w, c);
+    ms.window_size = 5;
+    ms.weights = {0.3, 0.3, 0.4};
+    ms.pooling = conv;
+    agree(ms, ms, conv == OddSizePooling::ZeroFirst ? "MS-SSIM ZeroFirst" : "MS-SSIM ReplicateLast");
+  }
+}
+
+TEST_CASE("ssim() and ms_ssim() read an H×W matrix in its own storage order", "[ssim][layout]") {
+  const Eigen::MatrixXd xc = lktest::uniform(20, 30), yc = correlated(xc, 0.2);
+  const RowPlane xr = xc, yr = yc;
+  const double v = losskit::ssim(xc, yc);
+  CHECK(lktest::rel_err(losskit::ssim(xr, yr), v) < 1e-14);
+  CHECK(lktest::rel_err(losskit::ssim(xr, yc), v) < 1e-14);
+  CHECK(lktest::rel_err(losskit::ssim(xc.transpose(), yc.transpose()), v) < 1e-13);
+  // A row-major buffer of the plane through SSIMLoss's default layout.
+  SSIMLoss<double> loss(20, 30);
+  const Eigen::Map<const Eigen::VectorXd> xv(xr.data(), xr.size()), yv(yr.data(), yr.size());
+  CHECK(lktest::rel_err(loss.index(xv, yv)(0), v) < 1e-14);
+  long double s, cs;
+  brute_ssim(xc.cast<long double>(), yc.cast<long double>(), BruteOptions{}, s, cs);
+  CHECK(lktest::rel_err(v, double(s)) < 1e-12);
+  const Eigen::MatrixXd bx = lktest::uniform(170, 180), by = correlated(bx, 0.2);
+  const RowPlane bxr = bx, byr = by;
+  CHECK(lktest::rel_err(losskit::ms_ssim(bxr, byr), losskit::ms_ssim(bx, by)) < 1e-13);
+}
+
+TEST_CASE("MS-SSIM fit_scales uses the scales that fit, as the truncated weights would", "[ssim][fit_scales]") {
+  // Window 11: 2 scales need 21 px per side, 3 need 41: a 40×50 image fits 2.
+  const Eigen::Index h = 40, w = 50, c = 2, n = 2;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, n), y = correlated(x, 0.2);
+  MSSSIMLoss<double> fit(h, w, c), truncated(h, w, c);
+  Eigen::MatrixXd g = lktest::sentinel(c * h * w, n);
+  CHECK_THROWS_WITH(fit.value_and_gradient(x, y, g), lktest::Contains("40x50") && lktest::Contains("fewer scales"));
+  CHECK(lktest::untouched(g, c * h * w, n));
+  fit.fit_scales = true;
+  truncated.weights = {0.0448, 0.2856};
+  CHECK(fit.scales() == 2);
+  for (bool normalize : {true, false}) {
+    fit.normalize_weights = truncated.normalize_weights = normalize;
+    Eigen::MatrixXd gf, gt;
+    const double vf = fit.value_and_gradient(x, y, gf), vt = truncated.value_and_gradient(x, y, gt);
+    INFO("normalize_weights " << normalize << ": fit " << vf << " vs truncated " << vt);
+    CHECK(lktest::rel_err(vf, vt) < 1e-15);
+    CHECK((gf - gt).cwiseAbs().maxCoeff() <= 1e-15 * gt.cwiseAbs().maxCoeff());
+    CHECK((fit.index(x, y) - truncated.index(x, y)).cwiseAbs().maxCoeff() <= 1e-15);
+  }
+  // Large enough for every scale: fit_scales changes nothing.
+  MSSSIMLoss<double> big(161, 170), big_fit(161, 170);
+  big_fit.fit_scales = true;
+  CHECK(big_fit.scales() == 5);
+  const Eigen::MatrixXd bx = lktest::uniform(161 * 170, 1), by = correlated(bx, 0.2);
+  CHECK(big(bx, by) == big_fit(bx, by));
+  // Smaller than the window: one scale does not fit either.
+  MSSSIMLoss<double> tiny(8, 30);
+  tiny.fit_scales = true;
+  CHECK_THROWS_WITH(tiny(lktest::uniform(240, 1), lktest::uniform(240, 1)), lktest::Contains("window"));
+}
+
+TEST_CASE("MS-SSIM evaluate() counts the images with a clamped scale term", "[ssim][clamped]") {
+  // Independent noise: some scale's CS is <= 0 for most pairs, and the image
+  // then has MS-SSIM 0 with a zero gradient; an image with itself never.
+  const Eigen::Index h = 65, w = 70, n = 12;
+  MSSSIMLoss<double> ms(h, w);
+  ms.window_size = 5;  // 5 scales need 65 px per side
+  const Eigen::MatrixXd x = lktest::uniform(h * w, n), y = lktest::uniform(h * w, n);
+  const Eigen::VectorXd idx = ms.index(x, y);
+  const Eigen::Index zeros = (idx.array() == 0.0).count();
+  REQUIRE(zeros >= 1);
+  Eigen::MatrixXd g;
+  const auto r = ms.evaluate(x, y, g);
+  CHECK(r.clamped_images == zeros);
+  CHECK(r.loss == ms(x, y));
+  CHECK(ms.evaluate(x, y).clamped_images == zeros);
+  for (Eigen::Index i = 0; i < n; ++i)
+    if (idx(i) == 0.0) CHECK(g.col(i).isZero(0));
+  // An image with itself.
+  const auto same = ms.evaluate(x, x, g);
+  CHECK(same.clamped_images == 0);
+  CHECK(same.loss == Approx(0.0).margin(1e-14));
+  // Weighted: images of weight 0 are not evaluated, so not counted.
+  Eigen::VectorXd s = Eigen::VectorXd::Ones(n);
+  for (Eigen::Index i = 0; i < n; ++i)
+    if (idx(i) == 0.0) s(i) = 0;
+  const auto weighted = ms.evaluate(x, y, s, losskit::no_grad);
+  CHECK(weighted.clamped_images == 0);
+  CHECK(weighted.loss == Approx(ms(x, y, s)).epsilon(1e-15));
 }

@@ -40,8 +40,18 @@
 ///   shifted back in the luminance term), which keeps σ² = W(X²) − μ² accurate.
 ///
 /// Layout: pred and target are (channels·height·width)×N, each column one image
-/// of `channels` planes, each plane column-major H×W, planes one after another.
+/// of `channels` planes one after another. `layout` = ImageLayout::RowMajor
+/// (default): each plane row after row, so an NCHW buffer (PyTorch, OpenCV,
+/// stb, PNG decoders) is `Map<const MatrixXf>(data, C·H·W, N)` as it is;
+/// ImageLayout::ColumnMajor: each plane an Eigen column-major H×W matrix.
+/// ssim() / ms_ssim() take one H×W Eigen matrix of either storage order.
 /// Reduction Mean: (1/N) Σ_images (1 − index); Sum: Σ_images (1 − index).
+/// Sample weights s_i (ColumnLoss, core/functor.hpp; each image counts once):
+/// Sum = Σ s_i·(1 − index_i), Mean = that / Σ s_i.
+/// MS-SSIM extras: `fit_scales` uses the first scales that fit a small image
+/// (as if `weights` were truncated, then renormalised) instead of throwing;
+/// `evaluate()` returns the loss and `clamped_images`, the images with a
+/// non-positive scale term (MS-SSIM 0, zero gradient: training stalls there).
 /// Non-finite inputs: a NaN or ±inf pixel makes that channel's index NaN
 /// (so the loss is NaN) and its gradient plane NaN; other planes are unaffected.
 /// Workspace and threads: each functor keeps its workspaces in a pool
@@ -49,7 +59,7 @@
 /// calls of the same size allocate nothing (with a presized grad) and one
 /// functor may be called from several threads at once (concurrent calls get
 /// distinct workspaces; the pool holds as many as were ever in use at once).
-/// Planes are processed in parallel with OpenMP when compiled with it.
+/// Images are processed in parallel with OpenMP when compiled with it.
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
@@ -58,6 +68,7 @@
 #include <vector>
 
 #include "core/checks.hpp"
+#include "core/functor.hpp"
 #include "core/gaussian_filter.hpp"
 #include "core/numerics.hpp"
 #include "core/parallel.hpp"
@@ -72,6 +83,12 @@ enum class OddSizePooling {
   ZeroFirst       ///< pytorch-msssim: a zero row/column averaged in at the start
 };
 
+/// How each plane of an image is stored within its column (design.md).
+enum class ImageLayout {
+  RowMajor,    ///< row after row (NCHW: PyTorch, OpenCV, stb, PNG decoders); the default
+  ColumnMajor  ///< column after column (Eigen's default layout of an H×W matrix)
+};
+
 namespace detail {
 
 constexpr int kMaxSSIMScales = 16;
@@ -84,6 +101,23 @@ struct SSIMConfig {
   int scales;  ///< 1: plain SSIM
   std::array<Scalar, kMaxSSIMScales> weights;
   OddSizePooling pooling;
+  ImageLayout layout;
+
+  /// The plane as the engine reads it: a column-major rows×cols matrix. A
+  /// row-major H×W plane is the column-major W×H matrix of its transpose;
+  /// the window, the valid filtering and the pooling rule are the same along
+  /// both axes, so SSIM of the transposed planes is the same index and its
+  /// gradient is the transposed gradient, stored in the same row-major order.
+  Eigen::Index plane_rows() const { return layout == ImageLayout::ColumnMajor ? height : width; }
+  Eigen::Index plane_cols() const { return layout == ImageLayout::ColumnMajor ? width : height; }
+};
+
+/// What one image gave: the sum of its channels' indices, and whether any
+/// channel had a clamped (non-positive) MS-SSIM term.
+template <class Acc>
+struct ImageIndex {
+  Acc index_sum = 0;
+  bool clamped = false;
 };
 
 /// Smallest side that keeps `scales` scales at least `window` wide when each
@@ -137,30 +171,38 @@ class SSIMEngine {
   using Acc = acc_t<Scalar>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
-  /// Evaluates every plane; afterwards plane_index()(i·channels + c) is the
-  /// index of image i, channel c. With WithGrad, writes into grad the gradient
-  /// of Σ_planes upstream·index (upstream = d loss / d plane index).
-  template <bool WithGrad, class P, class T, class G>
-  void run(const SSIMConfig<Scalar>& cfg, const P& pred, const T& target, G* grad, Scalar upstream) {
-    prepare(cfg, pred.cols());
-    const Index planes = pred.cols() * cfg.channels, hw = cfg.height * cfg.width;
-    const int threads = loop_threads(planes, hw * cfg.window);
-    reserve_slots(threads);
-    column_for(planes, hw * cfg.window, [&](Index k) {
-      int slot = 0;
-#ifdef _OPENMP
-      if (threads > 1) slot = omp_get_thread_num();
-#endif
-      Scalar* w = workspace_.data() + Index(slot) * slot_size_;
-      const Index image = k / cfg.channels, offset = (k % cfg.channels) * hw;
-      Eigen::Map<Vector>(w + x_off_[0], hw) = pred.col(image).segment(offset, hw);
-      Eigen::Map<Vector>(w + y_off_[0], hw) = target.col(image).segment(offset, hw);
-      plane_index_(k) = plane<WithGrad>(cfg, w, upstream);
-      if constexpr (WithGrad) grad->col(image).segment(offset, hw) = Eigen::Map<const Vector>(w + r_off_[0], hw);
-    });
+  /// Sizes the workspace for one call whose image loop runs on `threads`
+  /// OpenMP threads (detail::loop_threads of that loop).
+  void prepare(const SSIMConfig<Scalar>& cfg, int threads) {
+    layout(cfg);
+    threads_ = threads;
+    if (workspace_.size() < Index(threads) * slot_size_) workspace_.resize(Index(threads) * slot_size_);
   }
 
-  const Vector& plane_index() const { return plane_index_; }
+  /// Image x (target y), each a column of channels·height·width values: the
+  /// sum of its channels' indices. With WithGrad, writes into grad (the
+  /// image's gradient column) the gradient of upstream·Σ_channels index.
+  /// Runs in the thread's own slot (the OpenMP thread number inside the
+  /// call's parallel loop).
+  template <bool WithGrad, class X, class Y, class G>
+  ImageIndex<Acc> image(const SSIMConfig<Scalar>& cfg, const X& x, const Y& y, G&& grad, Scalar upstream) {
+    int slot = 0;
+#ifdef _OPENMP
+    if (threads_ > 1) slot = omp_get_thread_num();
+#endif
+    Scalar* w = workspace_.data() + Index(slot) * slot_size_;
+    const Index hw = cfg.height * cfg.width;
+    ImageIndex<Acc> out;
+    for (Index c = 0; c < cfg.channels; ++c) {
+      MapV(w + x_off_[0], hw) = x.segment(c * hw, hw);
+      MapV(w + y_off_[0], hw) = y.segment(c * hw, hw);
+      bool clamped = false;
+      out.index_sum += Acc(plane<WithGrad>(cfg, w, upstream, clamped));
+      out.clamped = out.clamped || clamped;
+      if constexpr (WithGrad) grad.segment(c * hw, hw) = CMapV(w + r_off_[0], hw);
+    }
+    return out;
+  }
 
  private:
   using MapV = Eigen::Map<Vector>;
@@ -173,28 +215,28 @@ class SSIMEngine {
   std::array<Index, kMaxSSIMScales> h_{}, w_{}, x_off_{}, y_off_{}, r_off_{};
   Index ring_off_ = 0, dring_off_ = 0, prod_off_ = 0, mom_off_ = 0, map_off_ = 0, hcol_off_ = 0, vcol_off_ = 0;
   Index slot_size_ = 0;
+  int threads_ = 1;
   Index window_ = 0;
   double sigma_ = 0;
-  Vector taps_, workspace_, plane_index_;
+  Vector taps_, workspace_;
 
-  void prepare(const SSIMConfig<Scalar>& cfg, Index images) {
+  void layout(const SSIMConfig<Scalar>& cfg) {
     if (window_ != cfg.window || sigma_ != cfg.sigma) {
       taps_ = gaussian_window<Scalar>(cfg.window, cfg.sigma);
       window_ = cfg.window;
       sigma_ = cfg.sigma;
     }
-    if (plane_index_.size() != images * cfg.channels) plane_index_.resize(images * cfg.channels);
     Index off = 0;
     for (int j = 0; j < cfg.scales; ++j) {
-      h_[j] = j == 0 ? cfg.height : (h_[j - 1] + 1) / 2;
-      w_[j] = j == 0 ? cfg.width : (w_[j - 1] + 1) / 2;
+      h_[j] = j == 0 ? cfg.plane_rows() : (h_[j - 1] + 1) / 2;
+      w_[j] = j == 0 ? cfg.plane_cols() : (w_[j - 1] + 1) / 2;
       const Index full = h_[j] * w_[j];
       x_off_[j] = off;
       y_off_[j] = off += full;
       r_off_[j] = off += full;
       off += full;
     }
-    const Index h = cfg.height, hv = h - cfg.window + 1;
+    const Index h = h_[0], hv = h - cfg.window + 1;
     ring_off_ = off;
     dring_off_ = off += 5 * cfg.window * hv;
     prod_off_ = off += 3 * cfg.window * hv;
@@ -205,12 +247,8 @@ class SSIMEngine {
     slot_size_ = off + 3 * h;
   }
 
-  void reserve_slots(int threads) {
-    if (workspace_.size() < Index(threads) * slot_size_) workspace_.resize(Index(threads) * slot_size_);
-  }
-
   template <bool WithGrad>
-  Scalar plane(const SSIMConfig<Scalar>& cfg, Scalar* w, Scalar upstream) const {
+  Scalar plane(const SSIMConfig<Scalar>& cfg, Scalar* w, Scalar upstream, bool& clamped) const {
     const int m = cfg.scales;
     std::array<Scalar, kMaxSSIMScales> shift_x{}, shift_y{}, v{};
     for (int j = 0; j < m; ++j) {
@@ -243,6 +281,7 @@ class SSIMEngine {
           positive = false;
       }
       index = positive ? Scalar(std::exp(log_ms)) : Scalar(0);
+      clamped = !positive;
     }
     if constexpr (WithGrad) {
       if (std::isnan(index)) return nan_plane<WithGrad>(cfg, w);
@@ -368,7 +407,7 @@ class SSIMEngine {
 
   // Zero borders of the padded columns that backward_column fills.
   void start_backward(const SSIMConfig<Scalar>& cfg, Scalar* w) const {
-    MapV(w + hcol_off_, 3 * (cfg.height + cfg.window - 1)).setZero();
+    MapV(w + hcol_off_, 3 * (h_[0] + cfg.window - 1)).setZero();
   }
 
   // Column jj of coeff · (Wᵀα + 2X ⊙ Wᵀβ + Y ⊙ Wᵀγ): the horizontal adjoint
@@ -464,142 +503,75 @@ class SSIMEngine {
   }
 };
 
-/// The functors' common body: options → config, checks, and the reduction.
-template <class Scalar, class Loss>
-class SSIMFunctorBase {
- public:
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-
-  Eigen::Index height() const { return height_; }
-  Eigen::Index width() const { return width_; }
-  Eigen::Index channels() const { return channels_; }
-
- protected:
-  using Acc = acc_t<Scalar>;
-  using PlaneIndex = typename SSIMEngine<Scalar>::Vector;
-  Eigen::Index height_, width_, channels_;
-  WorkspacePool<SSIMEngine<Scalar>> engines_;
-
-  SSIMFunctorBase(const char* loss, Eigen::Index height, Eigen::Index width, Eigen::Index channels)
-      : height_(height), width_(width), channels_(channels) {
-    if (height < 1 || width < 1 || channels < 1)
-      fail(loss, "size", "height, width and channels must be >= 1, got ", height, ", ", width, ", ", channels);
-  }
-
-  template <class P, class T>
-  Scalar value(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    const SSIMConfig<Scalar> cfg = static_cast<const Loss&>(*this).config();
-    check_ssim_inputs(Loss::kName, cfg, pred, target);
-    const eval_t<P> p(pred.derived());
-    const eval_t<T> t(target.derived());
-    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>* none = nullptr;
-    const auto engine = engines_.acquire();
-    engine->template run<false>(cfg, p, t, none, Scalar(0));
-    return reduce(engine->plane_index(), pred.cols());
-  }
-
-  template <class P, class T, class G>
-  Scalar value_and_grad(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
-                        const Eigen::DenseBase<G>& grad) const {
-    const SSIMConfig<Scalar> cfg = static_cast<const Loss&>(*this).config();
-    check_ssim_inputs(Loss::kName, cfg, pred, target);
-    check_output(Loss::kName, "grad", grad, pred.rows(), pred.cols());
-    const eval_t<P> p(pred.derived());
-    const eval_t<T> t(target.derived());
-    G& g = prepare_output(Loss::kName, "grad", grad, pred.rows(), pred.cols());
-    const Scalar upstream = -factor(pred.cols()) / Scalar(channels_);
-    const auto engine = engines_.acquire();
-    engine->template run<true>(cfg, p, t, &g, upstream);
-    return reduce(engine->plane_index(), pred.cols());
-  }
-
-  template <class P, class T>
-  Vector indices(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    const SSIMConfig<Scalar> cfg = static_cast<const Loss&>(*this).config();
-    check_ssim_inputs(Loss::kName, cfg, pred, target);
-    const eval_t<P> p(pred.derived());
-    const eval_t<T> t(target.derived());
-    Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>* none = nullptr;
-    const auto engine = engines_.acquire();
-    engine->template run<false>(cfg, p, t, none, Scalar(0));
-    Vector out(pred.cols());
-    for (Eigen::Index i = 0; i < pred.cols(); ++i) out(i) = Scalar(image_index(engine->plane_index(), i));
-    return out;
-  }
-
- private:
-  Scalar factor(Eigen::Index images) const {
-    return reduction_factor<Scalar>(static_cast<const Loss&>(*this).reduction, Acc(images));
-  }
-
-  Acc image_index(const PlaneIndex& planes, Eigen::Index i) const {
-    Acc s = 0;
-    for (Eigen::Index c = 0; c < channels_; ++c) s += Acc(planes(i * channels_ + c));
-    return s / Acc(channels_);
-  }
-
-  Scalar reduce(const PlaneIndex& planes, Eigen::Index images) const {
-    Acc total = 0;
-    for (Eigen::Index i = 0; i < images; ++i) total += Acc(1) - image_index(planes, i);
-    return Scalar(total * Acc(factor(images)));
-  }
-};
-
-}  // namespace detail
-
-/// SSIM loss 1 − SSIM on batches of images; see the file comment.
-template <class Scalar_>
-class SSIMLoss : public detail::SSIMFunctorBase<Scalar_, SSIMLoss<Scalar_>> {
-  using Base = detail::SSIMFunctorBase<Scalar_, SSIMLoss<Scalar_>>;
+/// What SSIMLoss and MSSSIMLoss share: the options of the index, the image
+/// size, and the per-image kernel of ColumnLoss (ℓ_j = 1 − index_j, n_j = 1).
+/// Derived supplies kName and config_scales(cfg) (scales, weights, pooling).
+template <class Derived, class Scalar_>
+class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
+  using Base = ColumnLoss<Derived, Scalar_>;
   friend Base;
 
  public:
   using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-  static_assert(std::is_floating_point<Scalar>::value, "losskit::SSIMLoss: Scalar must be float or double");
-  static constexpr const char* kName = "SSIMLoss";
+  using typename Base::Vector;
 
   Eigen::Index window_size = 11;  ///< Gaussian window taps per axis (odd)
   Scalar sigma = Scalar(1.5);     ///< Gaussian standard deviation, pixels
   Scalar k1 = Scalar(0.01);       ///< C1 = (k1·data_range)²
   Scalar k2 = Scalar(0.03);       ///< C2 = (k2·data_range)²
   Scalar data_range = Scalar(1);  ///< L: 1 for images in [0, 1], 255 for 8-bit values
-  Reduction reduction = Reduction::Mean;
+  ImageLayout layout = ImageLayout::RowMajor;  ///< how each plane is stored (NCHW by default)
 
-  /// Images of `channels` planes of height×width (rows = channels·height·width).
-  SSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1)
-      : Base(kName, height, width, channels) {}
+  Eigen::Index height() const { return height_; }
+  Eigen::Index width() const { return width_; }
+  Eigen::Index channels() const { return channels_; }
 
-  template <class P, class T>
-  Scalar operator()(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    return this->value(pred, target);
-  }
-
-  template <class P, class T, class G>
-  Scalar value_and_gradient(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
-                            const Eigen::DenseBase<G>& grad) const {
-    return this->value_and_grad(pred, target, grad);
-  }
-
-  /// 1 − SSIM per image (length N).
-  template <class P, class T>
-  Vector per_sample(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    return Vector::Ones(pred.cols()) - this->indices(pred, target);
-  }
-
-  /// SSIM index per image (mean over its channels), length N.
+  /// The index per image (mean over its channels), length N.
   template <class P, class T>
   Vector index(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    return this->indices(pred, target);
+    require_scalar<Scalar, P>();
+    const eval_t<P> x(pred.derived());
+    const eval_t<T> t(target.derived());
+    const Context context = prepare(x, t);
+    Vector out(x.cols());
+    column_for(x.cols(), column_work(x), [&](Eigen::Index j) {
+      const auto r = context.engine->template image<false>(context.cfg, x.col(j), t.col(j), NoGrad{}, Scalar(0));
+      out(j) = Scalar(r.index_sum / Acc(channels_));
+    });
+    return out;
   }
 
- private:
-  detail::SSIMConfig<Scalar> config() const {
-    detail::check_ssim_options(kName, window_size, sigma, k1, k2, data_range);
-    detail::SSIMConfig<Scalar> cfg{};
-    cfg.height = this->height_;
-    cfg.width = this->width_;
-    cfg.channels = this->channels_;
+ protected:
+  using Acc = acc_t<Scalar>;
+
+  /// ℓ_j and whether image j had a clamped MS-SSIM term; a weighted sum
+  /// scales the loss, never the count.
+  struct Part {
+    Acc loss = 0;
+    Eigen::Index clamped = 0;
+    Part& operator+=(const Part& o) {
+      loss += o.loss;
+      clamped += o.clamped;
+      return *this;
+    }
+    Part scaled(Acc s) const { return {loss * s, clamped}; }
+    Acc total() const { return loss; }
+  };
+
+  SSIMFamily(Eigen::Index height, Eigen::Index width, Eigen::Index channels)
+      : height_(height), width_(width), channels_(channels) {
+    if (height < 1 || width < 1 || channels < 1)
+      fail(Derived::kName, "size", "height, width and channels must be >= 1, got ", height, ", ", width, ", ",
+           channels);
+  }
+
+  /// The options shared by both functors; Derived sets scales and weights.
+  SSIMConfig<Scalar> common_config() const {
+    check_ssim_options(Derived::kName, window_size, sigma, k1, k2, data_range);
+    SSIMConfig<Scalar> cfg{};
+    cfg.height = height_;
+    cfg.width = width_;
+    cfg.channels = channels_;
     cfg.window = window_size;
     cfg.sigma = double(sigma);
     cfg.c1 = (k1 * data_range) * (k1 * data_range);
@@ -607,81 +579,140 @@ class SSIMLoss : public detail::SSIMFunctorBase<Scalar_, SSIMLoss<Scalar_>> {
     cfg.scales = 1;
     cfg.weights[0] = Scalar(1);
     cfg.pooling = OddSizePooling::ReplicateLast;
+    cfg.layout = layout;
     return cfg;
   }
+
+ private:
+  Eigen::Index height_, width_, channels_;
+  WorkspacePool<SSIMEngine<Scalar>> engines_;
+
+  /// Per call: the checked configuration and an engine of the pool, sized
+  /// for the threads of the image loop (loop_threads of column_work).
+  struct Context {
+    Context(const SSIMConfig<Scalar>& config, const WorkspacePool<SSIMEngine<Scalar>>& pool, int threads)
+        : cfg(config), engine(pool.acquire()) {
+      engine->prepare(cfg, threads);
+    }
+    SSIMConfig<Scalar> cfg;
+    typename WorkspacePool<SSIMEngine<Scalar>>::Lease engine;
+  };
+
+  template <class X>
+  Eigen::Index column_work(const X& x) const {
+    return x.rows() * window_size;
+  }
+
+  template <class X, class T>
+  Context prepare(const X& x, const T& t) const {
+    const SSIMConfig<Scalar> cfg = static_cast<const Derived&>(*this).config();
+    check_ssim_inputs(Derived::kName, cfg, x, t);
+    return Context(cfg, engines_, loop_threads(x.cols(), column_work(x)));
+  }
+
+  template <class X, class T, class G>
+  Part column(const Context& context, const X& x, const T& t, Eigen::Index j, Scalar factor, G&& grad) const {
+    const Scalar upstream = -factor / Scalar(channels_);
+    const auto r = context.engine->template image<wants_grad<G>>(context.cfg, x.col(j), t.col(j), grad, upstream);
+    return {Acc(1) - r.index_sum / Acc(channels_), r.clamped ? 1 : 0};
+  }
+};
+
+}  // namespace detail
+
+/// SSIM loss 1 − SSIM on batches of images; see the file comment.
+template <class Scalar_>
+class SSIMLoss : public detail::SSIMFamily<SSIMLoss<Scalar_>, Scalar_> {
+  using Base = detail::SSIMFamily<SSIMLoss<Scalar_>, Scalar_>;
+  friend Base;
+
+ public:
+  static constexpr const char* kName = "SSIMLoss";
+
+  /// Images of `channels` planes of height×width (rows = channels·height·width).
+  SSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1) : Base(height, width, channels) {}
+
+ private:
+  detail::SSIMConfig<Scalar_> config() const { return this->common_config(); }
 };
 
 /// MS-SSIM loss 1 − MS-SSIM on batches of images; see the file comment.
 template <class Scalar_>
-class MSSSIMLoss : public detail::SSIMFunctorBase<Scalar_, MSSSIMLoss<Scalar_>> {
-  using Base = detail::SSIMFunctorBase<Scalar_, MSSSIMLoss<Scalar_>>;
+class MSSSIMLoss : public detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_> {
+  using Base = detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_>;
   friend Base;
 
  public:
   using Scalar = Scalar_;
-  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-  static_assert(std::is_floating_point<Scalar>::value, "losskit::MSSSIMLoss: Scalar must be float or double");
   static constexpr const char* kName = "MSSSIMLoss";
 
-  Eigen::Index window_size = 11;  ///< Gaussian window taps per axis (odd)
-  Scalar sigma = Scalar(1.5);     ///< Gaussian standard deviation, pixels
-  Scalar k1 = Scalar(0.01);       ///< C1 = (k1·data_range)²
-  Scalar k2 = Scalar(0.03);       ///< C2 = (k2·data_range)²
-  Scalar data_range = Scalar(1);  ///< L: 1 for images in [0, 1], 255 for 8-bit values
   /// One exponent per scale, finest first (Wang et al. 2003); 1 to 16 scales.
   std::vector<Scalar> weights = {Scalar(0.0448), Scalar(0.2856), Scalar(0.3001), Scalar(0.2363), Scalar(0.1333)};
-  bool normalize_weights = true;  ///< divide the weights by their sum
+  bool normalize_weights = true;  ///< divide the weights (of the scales used) by their sum
   OddSizePooling pooling = OddSizePooling::ReplicateLast;
-  Reduction reduction = Reduction::Mean;
+  /// false (default): an image too small for every scale throws. true: use
+  /// the first scales that fit (at least one), exactly as if `weights` had
+  /// been truncated to them (so normalize_weights renormalises those).
+  bool fit_scales = false;
+
+  /// The loss and how many images had a clamped term: some channel's
+  /// v_j <= 0, so its MS-SSIM is 0 with a zero gradient (images of weight 0
+  /// are not evaluated and not counted).
+  struct Result {
+    Scalar loss = 0;                 ///< what operator() returns
+    Eigen::Index clamped_images = 0;  ///< images with a non-positive scale term
+  };
 
   /// Images of `channels` planes of height×width (rows = channels·height·width).
-  MSSSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1)
-      : Base(kName, height, width, channels) {}
+  MSSSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1) : Base(height, width, channels) {}
 
   template <class P, class T>
-  Scalar operator()(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    return this->value(pred, target);
+  Result evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    return result(this->totals(pred, target, detail::UnitWeights{}, no_grad));
   }
 
+  /// As above, and writes the gradient of result.loss into grad.
   template <class P, class T, class G>
-  Scalar value_and_gradient(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
-                            const Eigen::DenseBase<G>& grad) const {
-    return this->value_and_grad(pred, target, grad);
+  Result evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
+                  const Eigen::DenseBase<G>& grad) const {
+    return result(this->totals(pred, target, detail::UnitWeights{}, grad));
   }
 
-  /// 1 − MS-SSIM per image (length N).
-  template <class P, class T>
-  Vector per_sample(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    return Vector::Ones(pred.cols()) - this->indices(pred, target);
+  /// With sample weights; grad may be losskit::no_grad.
+  template <class P, class T, class W, class G>
+  Result evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
+                  const Eigen::DenseBase<W>& sample_weights, const G& grad) const {
+    return result(this->totals(pred, target, sample_weights, grad));
   }
 
-  /// MS-SSIM index per image (mean over its channels), length N.
-  template <class P, class T>
-  Vector index(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    return this->indices(pred, target);
+  /// The number of scales a call uses (weights.size(), or fewer with fit_scales).
+  int scales() const {
+    const int m = int(weights.size());
+    if (!fit_scales) return m;
+    const Eigen::Index side = std::min(this->height(), this->width());
+    int fit = m;
+    while (fit > 1 && side < detail::ssim_min_side(this->window_size, fit)) --fit;
+    return fit;
   }
 
  private:
+  template <class Totals>
+  static Result result(const Totals& t) {
+    return {t.value(), t.sum.clamped};
+  }
+
   detail::SSIMConfig<Scalar> config() const {
-    detail::check_ssim_options(kName, window_size, sigma, k1, k2, data_range);
-    const std::size_t m = weights.size();
-    if (m < 1 || m > std::size_t(detail::kMaxSSIMScales))
-      detail::fail(kName, "weights", "need 1 to ", detail::kMaxSSIMScales, " scales, got ", m);
-    detail::SSIMConfig<Scalar> cfg{};
-    Scalar sum = 0;
-    for (std::size_t j = 0; j < m; ++j) {
+    detail::SSIMConfig<Scalar> cfg = this->common_config();
+    const std::size_t given = weights.size();
+    if (given < 1 || given > std::size_t(detail::kMaxSSIMScales))
+      detail::fail(kName, "weights", "need 1 to ", detail::kMaxSSIMScales, " scales, got ", given);
+    for (std::size_t j = 0; j < given; ++j)
       if (!(weights[j] > Scalar(0)) || !std::isfinite(weights[j]))
         detail::fail(kName, "weights", "every weight must be finite and > 0, got ", weights[j], " at scale ", j);
-      sum += weights[j];
-    }
+    const std::size_t m = std::size_t(scales());
+    Scalar sum = 0;
+    for (std::size_t j = 0; j < m; ++j) sum += weights[j];
     for (std::size_t j = 0; j < m; ++j) cfg.weights[j] = normalize_weights ? weights[j] / sum : weights[j];
-    cfg.height = this->height_;
-    cfg.width = this->width_;
-    cfg.channels = this->channels_;
-    cfg.window = window_size;
-    cfg.sigma = double(sigma);
-    cfg.c1 = (k1 * data_range) * (k1 * data_range);
-    cfg.c2 = (k2 * data_range) * (k2 * data_range);
     cfg.scales = int(m);
     cfg.pooling = pooling;
     return cfg;
@@ -689,35 +720,40 @@ class MSSSIMLoss : public detail::SSIMFunctorBase<Scalar_, MSSSIMLoss<Scalar_>> 
 };
 
 namespace detail {
-template <class Loss, class X, class Y>
-typename X::Scalar single_plane_index(Loss& loss, const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Y>& y) {
+/// Loss's index of a single H×W plane of either storage order, read in its own order.
+template <template <class> class Loss, class X, class Y>
+typename X::Scalar single_plane_index(const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Y>& y,
+                                      typename X::Scalar data_range) {
   using Scalar = typename X::Scalar;
+  Loss<Scalar> loss(x.rows(), x.cols(), 1);
+  loss.data_range = data_range;
   require_scalar<Scalar, Y>();
-  check_same_shape(Loss::kName, "y", x, y);
-  const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> xm = x.derived(), ym = y.derived();
-  const Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>> xc(xm.data(), xm.size()), yc(ym.data(), ym.size());
-  return loss.index(xc, yc)(0);
+  check_same_shape(Loss<Scalar>::kName, "y", x, y);
+  constexpr bool row_major = bool(X::Flags & Eigen::RowMajorBit);
+  using Plane = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, row_major ? Eigen::RowMajor : Eigen::ColMajor>;
+  const Plane xm = x.derived(), ym = y.derived();
+  using Column = Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>>;
+  loss.layout = row_major ? ImageLayout::RowMajor : ImageLayout::ColumnMajor;
+  return loss.index(Column(xm.data(), xm.size()), Column(ym.data(), ym.size()))(0);
 }
 }  // namespace detail
 
-/// SSIM index of two single-channel H×W images (default options otherwise;
-/// use SSIMLoss(H, W).index(...) to change the window or k1, k2).
+/// SSIM index of two single-channel H×W images of either storage order
+/// (default options otherwise; use SSIMLoss(H, W).index(...) to change the
+/// window or k1, k2).
 template <class X, class Y>
 typename X::Scalar ssim(const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Y>& y,
                         typename X::Scalar data_range = 1) {
-  SSIMLoss<typename X::Scalar> loss(x.rows(), x.cols(), 1);
-  loss.data_range = data_range;
-  return detail::single_plane_index(loss, x, y);
+  return detail::single_plane_index<SSIMLoss>(x, y, data_range);
 }
 
-/// MS-SSIM index of two single-channel H×W images with the standard five
-/// scales (use MSSSIMLoss(H, W).index(...) for other weights or pooling).
+/// MS-SSIM index of two single-channel H×W images of either storage order
+/// with the standard five scales (use MSSSIMLoss(H, W).index(...) for other
+/// weights or pooling).
 template <class X, class Y>
 typename X::Scalar ms_ssim(const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Y>& y,
                            typename X::Scalar data_range = 1) {
-  MSSSIMLoss<typename X::Scalar> loss(x.rows(), x.cols(), 1);
-  loss.data_range = data_range;
-  return detail::single_plane_index(loss, x, y);
+  return detail::single_plane_index<MSSSIMLoss>(x, y, data_range);
 }
 
 }  // namespace losskit

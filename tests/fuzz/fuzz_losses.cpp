@@ -536,6 +536,7 @@ void ssim_options(Fdp& p, Loss& l) {
   if (p.ConsumeBool()) l.k1 = option(p, 1e-3, 0.1);
   if (p.ConsumeBool()) l.k2 = option(p, 1e-3, 0.1);
   if (p.ConsumeBool()) l.data_range = option(p, 0.5, 255);
+  l.layout = p.ConsumeBool() ? losskit::ImageLayout::RowMajor : losskit::ImageLayout::ColumnMajor;
 }
 
 template <class Loss>
@@ -559,6 +560,7 @@ void copy_ssim_options(LossF& f, const Loss& l) {
   f.k1 = float(l.k1);
   f.k2 = float(l.k2);
   f.data_range = float(l.data_range);
+  f.layout = l.layout;
 }
 
 void fuzz_ssim(Fdp& p) {
@@ -620,6 +622,7 @@ void fuzz_ms_ssim(Fdp& p) {
                                                                    : p.ConsumeFloatingPointInRange<double>(0.01, 1));
   l->normalize_weights = p.ConsumeIntegralInRange<int>(0, 3) != 0;
   l->pooling = p.ConsumeBool() ? losskit::OddSizePooling::ReplicateLast : losskit::OddSizePooling::ZeroFirst;
+  l->fit_scales = p.ConsumeBool();
   const Index rows = maybe_wrong(p, height * width * channels);
   const Mat x = matrix(p, rows, n, finite), t = matrix(p, maybe_wrong(p, rows), n, finite);
   show_sizes_and_options(height, width, channels, *l), show("x", x), show("t", t);
@@ -640,6 +643,7 @@ void fuzz_ms_ssim(Fdp& p) {
   lf.weights.assign(l->weights.begin(), l->weights.end());
   lf.normalize_weights = l->normalize_weights;
   lf.pooling = l->pooling;
+  lf.fit_scales = l->fit_scales;
   double weight_sum = 0;
   for (double w : l->weights) weight_sum += w;
   // Unnormalised huge exponents magnify round-off in v_j (float vs double).
@@ -660,6 +664,8 @@ void fuzz_ms_ssim(Fdp& p) {
   one.data_range = l->data_range;
   one.normalize_weights = false;
   one.pooling = l->pooling;
+  one.layout = l->layout;
+  one.fit_scales = l->fit_scales;
   const Index plane = height * width;
   for (std::size_t j = 0; j < l->weights.size(); ++j) {
     one.weights.assign(l->weights.size(), 1e-9);

@@ -13,12 +13,11 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-// losskit's image column (channels planes, each column-major H×W) is, as
-// bytes, a row-major channels×W×H tensor: torch sees every plane transposed.
-// SSIM is invariant under transposing both images (the window is
-// symmetric, the map is just transposed), so no copy is made.
+// With losskit's default layout (ImageLayout::RowMajor) an image column is,
+// as bytes, torch's contiguous C×H×W image: the N×(C·H·W) buffer is viewed as
+// NCHW directly, as pytorch-msssim receives it.
 torch::Tensor images(const Eigen::MatrixXd& m, Eigen::Index h, Eigen::Index w, Eigen::Index c, bool grad = false) {
-  torch::Tensor t = lktorch::rows(m).view({m.cols(), c, w, h});  // a leaf, so .grad() is filled
+  torch::Tensor t = lktorch::rows(m).view({m.cols(), c, h, w});  // a leaf, so .grad() is filled
   return grad ? t.requires_grad_(true) : t;
 }
 
@@ -102,6 +101,28 @@ TEST_CASE("SSIMLoss agrees with SSIM built on torch conv2d, gradient by autograd
       CHECK(lktorch::grad_err(grad, lktorch::columns(x.grad().view({n, -1}))) < kTol);
       CHECK(lktest::max_rel_err(loss.per_sample(pred_scaled, target_scaled), lktorch::vector(per)) < kTol);
     }
+}
+
+TEST_CASE("SSIMLoss with sample weights agrees with torch's per-image values times the weights", "[torch][ssim]") {
+  const Eigen::Index h = 23, w = 31, c = 2, n = 3;
+  const Eigen::MatrixXd target = lktest::uniform(c * h * w, n);
+  const Eigen::MatrixXd pred = target + lktest::normal(c * h * w, n, 0.2);
+  Eigen::VectorXd s(n);
+  s << 0.5, 2.0, 0.0;
+  for (losskit::Reduction r : {losskit::Reduction::Mean, losskit::Reduction::Sum}) {
+    losskit::SSIMLoss<double> loss(h, w, c);
+    loss.reduction = r;
+    Eigen::MatrixXd grad;
+    const double v = loss.value_and_gradient(pred, target, s, grad);
+    torch::Tensor x = images(pred, h, w, c, true);
+    const torch::Tensor sw = torch::tensor(std::vector<double>(s.data(), s.data() + n), torch::kDouble);
+    const torch::Tensor weighted = ((1 - TorchSSIM{}.ssim(x, images(target, h, w, c))) * sw).sum();
+    const torch::Tensor ref = r == losskit::Reduction::Mean ? weighted / sw.sum() : weighted;
+    ref.backward();
+    INFO("SSIMLoss weighted, reduction " << r);
+    CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+    CHECK(lktorch::grad_err(grad, lktorch::columns(x.grad().view({n, -1}))) < kTol);
+  }
 }
 
 TEST_CASE("MSSSIMLoss agrees with MS-SSIM built on torch conv2d and avg_pool2d, gradient by autograd",
