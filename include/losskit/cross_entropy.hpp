@@ -315,16 +315,20 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
     }
   }
 
+  // One read of q, chunk by chunk in L1: a vectorised min (negatives) and a
+  // sum (NaN, ±inf; its overflow only sends the chunk to the exact loop).
   template <class T>
   static void check_probabilities(const T& q) {
-    if (q.size() == 0 || (q.template minCoeff<Eigen::PropagateNaN>() >= Scalar(0) &&
-                          q.template maxCoeff<Eigen::PropagateNaN>() < std::numeric_limits<Scalar>::infinity()))
-      return;
     for (Eigen::Index j = 0; j < q.cols(); ++j)
-      for (Eigen::Index k = 0; k < q.rows(); ++k)
-        if (!(q.coeff(k, j) >= Scalar(0)) || !std::isfinite(q.coeff(k, j)))
-          detail::fail(kName, "target", "probability ", q.coeff(k, j), " at (", k, ", ", j,
-                       ") must be finite and >= 0 (sums are not checked)");
+      for (Eigen::Index start = 0; start < q.rows(); start += kChunk) {
+        const Eigen::Index len = std::min(kChunk, q.rows() - start);
+        const auto qs = q.matrix().col(j).segment(start, len).array();
+        if (qs.minCoeff() >= Scalar(0) && std::isfinite(qs.sum())) continue;
+        for (Eigen::Index k = start; k < start + len; ++k)
+          if (!(q.coeff(k, j) >= Scalar(0)) || !std::isfinite(q.coeff(k, j)))
+            detail::fail(kName, "target", "probability ", q.coeff(k, j), " at (", k, ", ", j,
+                         ") must be finite and >= 0 (sums are not checked)");
+      }
   }
 
   template <class X, class T>
