@@ -185,6 +185,24 @@ TEST_CASE("Concurrent const calls: CSDivergence CSQuadraticMI CSIB", "[concurren
   });
 }
 
+TEST_CASE("Concurrent const calls: LinearCrossEntropy", "[concurrency]") {
+  const Eigen::Index d = 8, n = 30, classes = 50;
+  const MatrixD h = lktest::normal(d, n), w = lktest::normal(classes, d);
+  const Eigen::VectorXd b = lktest::normal(classes, 1), s = lktest::uniform(n, 1, 0.0, 2.0);
+  const Eigen::VectorXi y = lktest::labels(n, int(classes));
+  losskit::LinearCrossEntropy<double> lce;
+  lce.block_size = 16;  // several class blocks per call
+  lce.label_smoothing = 0.1;
+  lce.z_penalty = 1e-3;
+  run_concurrently("LinearCrossEntropy", [&] {
+    MatrixD grad_h, grad_w, grad_b;
+    Record r;
+    r.add(lce(h, w, b, y)).add(lce(h, w, b, y, s));
+    r.add(lce.value_and_gradient(h, w, b, y, s, grad_h, grad_w, grad_b));
+    return r.add(grad_h).add(grad_w).add(grad_b);
+  });
+}
+
 TEST_CASE("Concurrent const calls: FactoredOutputLayer", "[concurrency]") {
   const Eigen::Index classes = 30, d = 5, m = 6;
   losskit::FactoredOutputLayer<double> layer(lktest::normal(classes, d, 0.3));
