@@ -93,6 +93,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -266,9 +267,11 @@ class FactoredOutputLayer {
     Matrix tmp_dd, a, ps, ps_scaled;                     // d×d
     Matrix row_block;                                    // d×min(D, kRowBlock)
     std::vector<std::pair<Eigen::Index, Eigen::Index>> entries;  // K·m (row, flat index j + K·i)
-    Eigen::PartialPivLU<Matrix> lu_n, lu_u;              // of N (m×m) and of U (d×d)
-    Eigen::SelfAdjointEigenSolver<Matrix> eig;           // of A (d×d)
-    Eigen::BDCSVD<Matrix> svd;                           // of U (d×d)
+    // Constructed in place (emplace): Eigen's sized constructors leave the
+    // solvers' status uninitialised, which a move-assignment would read.
+    std::optional<Eigen::PartialPivLU<Matrix>> lu_n, lu_u;     // of N (m×m) and of U (d×d)
+    std::optional<Eigen::SelfAdjointEigenSolver<Matrix>> eig;  // of A (d×d)
+    std::optional<Eigen::BDCSVD<Matrix>> svd;                  // of U (d×d)
 
     void fit(Eigen::Index d, Eigen::Index classes, Eigen::Index m_new, Eigen::Index k_new) {
       if (tmp_d.size() != d) {
@@ -277,9 +280,9 @@ class FactoredOutputLayer {
         ss.resize(d);
         for (Matrix* x : {&tmp_dd, &a, &ps, &ps_scaled}) x->resize(d, d);
         row_block.resize(d, std::min(classes, kRowBlock));
-        lu_u = Eigen::PartialPivLU<Matrix>(d);
-        eig = Eigen::SelfAdjointEigenSolver<Matrix>(d);
-        svd = Eigen::BDCSVD<Matrix>(d, d, Eigen::ComputeFullU | Eigen::ComputeFullV);
+        lu_u.emplace(d);
+        eig.emplace(d);
+        svd.emplace(d, d, Eigen::ComputeFullU | Eigen::ComputeFullV);
       }
       if (m_new == m && k_new == k) return;
       m = m_new;
@@ -288,7 +291,7 @@ class FactoredOutputLayer {
       for (Matrix* x : {&gram, &gram_sym, &tmp_mm, &hth, &n, &dk_diag, &p}) x->resize(m, m);
       for (Matrix* x : {&tmp_dm, &uinvt_h, &unew_h}) x->resize(d, m);
       entries.reserve(std::size_t(k * m));
-      lu_n = Eigen::PartialPivLU<Matrix>(m);
+      lu_n.emplace(m);
     }
   };
 
@@ -571,8 +574,8 @@ class FactoredOutputLayer {
     uw_.tmp_dm.noalias() = -h * uw_.dk.asDiagonal();
     uw_.a.noalias() = uw_.tmp_dm * h.transpose();
     uw_.a.diagonal().array() += c;
-    uw_.eig.compute(uw_.a, Eigen::EigenvaluesOnly);
-    return !(uw_.eig.eigenvalues().cwiseAbs().minCoeff() >= singular_threshold * c);
+    uw_.eig->compute(uw_.a, Eigen::EigenvaluesOnly);
+    return !(uw_.eig->eigenvalues().cwiseAbs().minCoeff() >= singular_threshold * c);
   }
 
   // Q, w̄ and ω: they need ∇_H, WᵀẎ and the old state only.
@@ -623,9 +626,9 @@ class FactoredOutputLayer {
     w.hth.noalias() = h.transpose() * h;
     w.n = -(w.dk.asDiagonal() * w.hth);
     w.n.diagonal().array() += c;
-    w.lu_n.compute(w.n);
+    w.lu_n->compute(w.n);
     w.dk_diag = w.dk.asDiagonal();
-    w.p = w.lu_n.solve(w.dk_diag);
+    w.p = w.lu_n->solve(w.dk_diag);
     w.uinvt_h.noalias() = uinvt_ * h;  // U⁻ᵀH
     // U_new⁻ᵀ·H = (1/c)(X + X·P·HᵀH) with X = U⁻ᵀH, used for the rows of V.
     w.tmp_mm.noalias() = w.p * w.hth;
@@ -662,9 +665,9 @@ class FactoredOutputLayer {
     if (due(inverse_refresh_period, since_refresh_)) {
       // Through the kept LU and an explicit identity: u_.inverse() builds a
       // new LU, and lu.inverse() evaluates its identity into temporaries.
-      uw_.lu_u.compute(u_);
+      uw_.lu_u->compute(u_);
       uw_.tmp_dd.setIdentity();
-      uinvt_ = uw_.lu_u.solve(uw_.tmp_dd);
+      uinvt_ = uw_.lu_u->solve(uw_.tmp_dd);
       uinvt_.transposeInPlace();
       since_refresh_ = 0;
       ++stats_.inverse_refreshes;
@@ -679,9 +682,9 @@ class FactoredOutputLayer {
   void check_condition() {
     ++stats_.condition_checks;
     UpdateWorkspace& w = uw_;
-    w.svd.compute(u_, Eigen::ComputeFullU | Eigen::ComputeFullV);
-    w.sigma = w.svd.singularValues();
-    const Matrix& left = w.svd.matrixU();
+    w.svd->compute(u_, Eigen::ComputeFullU | Eigen::ComputeFullV);
+    w.sigma = w.svd->singularValues();
+    const Matrix& left = w.svd->matrixU();
     Eigen::Index ns = 0;
     for (Eigen::Index i = 0; i < w.sigma.size(); ++i)
       if (w.sigma(i) < Scalar(1) / condition_band || w.sigma(i) > condition_band) {
@@ -700,9 +703,9 @@ class FactoredOutputLayer {
     }
     // Rebuild U and U⁻ᵀ from the (corrected) SVD: exact inverse, no drift.
     w.tmp_dd.noalias() = left * w.sigma.asDiagonal();
-    u_.noalias() = w.tmp_dd * w.svd.matrixV().transpose();
+    u_.noalias() = w.tmp_dd * w.svd->matrixV().transpose();
     w.tmp_dd.noalias() = left * w.sigma.cwiseInverse().asDiagonal();
-    uinvt_.noalias() = w.tmp_dd * w.svd.matrixV().transpose();
+    uinvt_.noalias() = w.tmp_dd * w.svd->matrixV().transpose();
     smin_bound_ = w.sigma.minCoeff();
     smax_bound_ = w.sigma.maxCoeff();
     since_check_ = since_refresh_ = 0;
