@@ -642,3 +642,315 @@ TEST_CASE("MS-SSIM evaluate() counts the images with a clamped scale term", "[ss
   CHECK(weighted.clamped_images == 0);
   CHECK(weighted.loss == Approx(ms(x, y, s)).epsilon(1e-15));
 }
+
+// ---- Options against their peers (issue 15) -----------------------------------------------
+// Reference numbers: tests/torch/ssim_peer_references.py, run here in double with
+// pytorch-msssim (github.com/VainF/pytorch-msssim @ b057b072dd869ae3f6b88543786f44d008315f69),
+// piq (github.com/photosynthesis-team/piq @ 9948a52fc09ac5f7fb3618ce64b7086f5c3109da) and
+// scikit-image 0.19.3 (Debian bookworm python3-skimage). pytorch-msssim's default window is
+// built in float32, so the script passes the same Gaussian built in double as `win`.
+
+namespace {
+
+// The script's peer_image: an integer LCG, exact in double; images in NCHW order, so
+// the N×(C·H·W) buffer is the losskit RowMajor batch (column j = image j).
+Eigen::VectorXd lcg(long long seed, Eigen::Index n) {
+  Eigen::VectorXd out(n);
+  long long s = seed;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    s = (s * 1103515245LL + 12345LL) % (1LL << 31);
+    out(i) = double((s >> 8) % 65536) / 65536.0;
+  }
+  return out;
+}
+
+struct PeerImages {
+  Eigen::MatrixXd x, y;
+};
+
+PeerImages peer_image(Eigen::Index n, Eigen::Index c, Eigen::Index plane, long long seed, bool anti = false) {
+  const Eigen::Index size = n * c * plane;
+  PeerImages p;
+  const Eigen::VectorXd a = lcg(seed, size), b = lcg(seed + 1, size);
+  p.x = Eigen::Map<const Eigen::MatrixXd>(a.data(), c * plane, n);
+  const Eigen::VectorXd yv = 0.75 * a + 0.25 * b;
+  p.y = Eigen::Map<const Eigen::MatrixXd>(yv.data(), c * plane, n);
+  if (anti)
+    for (Eigen::Index j = 0; j < n; ++j)
+      for (Eigen::Index ch = 1; ch < c; ch += 2) p.y.col(j).segment(ch * plane, plane).array() = 1.0 - p.y.col(j).segment(ch * plane, plane).array();
+  return p;
+}
+
+// Within 1e-12, relative to max(1, |ref|).
+bool close12(double v, double ref) { return std::abs(v - ref) <= 1e-12 * std::max(1.0, std::abs(ref)); }
+
+// The script's grad_entries: chosen flat NCHW entries (= entries of the gradient
+// matrix's data) and the sum of |g|; entries within 1e-14 absolute (they are < 1e-3),
+// the sum within 1e-12 relative.
+void check_grad_entries(const Eigen::MatrixXd& g, const std::vector<Eigen::Index>& idx,
+                        const std::vector<double>& ref) {
+  for (std::size_t k = 0; k < idx.size(); ++k) {
+    INFO("entry " << idx[k] << ": " << g.data()[idx[k]] << " vs " << ref[k]);
+    CHECK(std::abs(g.data()[idx[k]] - ref[k]) <= 1e-14);
+  }
+  INFO("sum |g|: " << g.cwiseAbs().sum() << " vs " << ref.back());
+  CHECK(std::abs(g.cwiseAbs().sum() - ref.back()) <= 1e-12 * ref.back());
+}
+
+}  // namespace
+
+TEST_CASE("nonnegative_ssim and channel_index reproduce pytorch-msssim", "[ssim][peer][nonnegative]") {
+  // pytorch_msssim.ssim(X, Y, data_range=1, win=win64, size_average=False, nonnegative_ssim=True)
+  // on 2×2×20×30, odd channels anti-correlated (negative SSIM); _ssim(...) for the channels.
+  const PeerImages p = peer_image(2, 2, 20 * 30, 1, true);
+  SSIMLoss<double> loss(20, 30, 2);
+  const Eigen::MatrixXd per_channel = loss.channel_index(p.x, p.y);
+  const double ref_channel[] = {0.91796989973337217, -0.89621887010594747, 0.90765618151589644,
+                                -0.89953679374216233};  // (image, channel) row-major
+  for (int i = 0; i < 4; ++i) CHECK(close12(per_channel(i % 2, i / 2), ref_channel[i]));
+  loss.nonnegative_ssim = true;
+  const Eigen::VectorXd index = loss.index(p.x, p.y);
+  CHECK(close12(index(0), 0.45898494986668609));
+  CHECK(close12(index(1), 0.45382809075794822));
+  // Gradient of 1 − ssim(..., size_average=True, nonnegative_ssim=True) by torch autograd.
+  Eigen::MatrixXd g;
+  const double v = loss.value_and_gradient(p.x, p.y, g);
+  CHECK(close12(v, 1 - (0.45898494986668609 + 0.45382809075794822) / 2));
+  check_grad_entries(g, {0, 1, 17, 123, 599, 1000},
+                     {8.1847833846778616e-10, 1.4487480574239502e-08, 3.89626430939249e-06, -1.1099706856904094e-05,
+                      3.0471832379716627e-09, 0, 0.61436368930256835});
+  CHECK((g.col(0).segment(600, 600).array() == 0).all());  // the clamped channel: exactly 0
+  const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, p.y); }, p.x, g);
+  INFO(res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+}
+
+TEST_CASE("A custom asymmetric window reproduces pytorch-msssim's win", "[ssim][peer][window]") {
+  // pytorch_msssim.ssim(X, Y, data_range=1, win=[1, 2, 4, 2.5, 0.5]/10) on 1×1×20×30.
+  const PeerImages p = peer_image(1, 1, 20 * 30, 3);
+  for (ImageLayout layout : {ImageLayout::RowMajor, ImageLayout::ColumnMajor}) {
+    SSIMLoss<double> loss(20, 30, 1);
+    loss.window = losskit::SSIMWindow::Custom;
+    loss.taps = {2, 4, 8, 5, 1};  // divided by their sum: the script's normalised taps
+    loss.layout = layout;
+    Eigen::MatrixXd x = p.x, y = p.y;
+    if (layout == ImageLayout::ColumnMajor) {  // the same image stored column after column
+      using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      Eigen::MatrixXd xc = Eigen::Map<const RowMat>(p.x.data(), 20, 30), yc = Eigen::Map<const RowMat>(p.y.data(), 20, 30);
+      x = Eigen::Map<const Eigen::MatrixXd>(xc.data(), 600, 1);
+      y = Eigen::Map<const Eigen::MatrixXd>(yc.data(), 600, 1);
+    }
+    Eigen::MatrixXd g;
+    const double v = loss.value_and_gradient(x, y, g);
+    INFO(name(layout));
+    CHECK(close12(1 - v, 0.91038254736041846));
+    if (layout == ImageLayout::RowMajor)
+      check_grad_entries(g, {0, 1, 17, 123, 599},
+                         {1.9373824792479306e-05, 6.7911574428041138e-05, -0.00014796652571332647,
+                          -0.00082921575068231981, 8.7220619679331437e-06, 1.1772448884207483});
+    const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g);
+    INFO(res.report());
+    CHECK(res.max_rel_error <= 1e-6);
+  }
+}
+
+TEST_CASE("Uniform window, sample covariance and ssim_map reproduce scikit-image", "[ssim][peer][window]") {
+  // skimage.metrics.structural_similarity(x, y, data_range=1.0, full=True) with its defaults
+  // (7×7 uniform window, use_sample_covariance=True) on a 20×30 image; the map cropped
+  // by (7 − 1)/2 on each side is the valid map.
+  const PeerImages p = peer_image(1, 1, 20 * 30, 5);
+  SSIMLoss<double> loss(20, 30, 1);
+  loss.window = losskit::SSIMWindow::Uniform;
+  loss.window_size = 7;
+  loss.sample_covariance = true;
+  CHECK(close12(loss.index(p.x, p.y)(0), 0.91995826255057711));
+  const Eigen::MatrixXd map = loss.ssim_map(p.x, p.y);
+  REQUIRE(map.rows() == 14);
+  REQUIRE(map.cols() == 24);
+  CHECK(close12(map(0, 0), 0.93879542288466922));
+  CHECK(close12(map(2, 5), 0.90284062411659938));
+  CHECK(close12(map(13, 23), 0.92107312785406803));
+  CHECK(close12(map.mean(), loss.index(p.x, p.y)(0)));
+  Eigen::MatrixXd g;
+  loss.value_and_gradient(p.x, p.y, g);
+  auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, p.y); }, p.x, g);
+  INFO(res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+  // structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=True)
+  SSIMLoss<double> gauss(20, 30, 1);
+  gauss.sample_covariance = true;
+  CHECK(close12(gauss.index(p.x, p.y)(0), 0.92184425845861229));
+  gauss.value_and_gradient(p.x, p.y, g);
+  res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return gauss(z, p.y); }, p.x, g);
+  CHECK(res.max_rel_error <= 1e-6);
+  // structural_similarity(..., win_size=5, use_sample_covariance=False)
+  loss.window_size = 5;
+  loss.sample_covariance = false;
+  CHECK(close12(loss.index(p.x, p.y)(0), 0.91870918170524185));
+}
+
+TEST_CASE("downsample reproduces piq's ssim(downsample=True)", "[ssim][peer][downsample]") {
+  // piq.ssim(x, y, data_range=1., downsample=True) on 1×2×400×523: f = round(400/256) = 2,
+  // the last column dropped by avg_pool2d(kernel_size=2); gradient by torch autograd.
+  const PeerImages p = peer_image(1, 2, 400 * 523, 7);
+  SSIMLoss<double> loss(400, 523, 2);
+  loss.downsample = true;
+  REQUIRE(loss.downsample_factor() == 2);
+  Eigen::MatrixXd g;
+  const double v = loss.value_and_gradient(p.x, p.y, g);
+  CHECK(close12(1 - v, 0.92239908258558034));
+  check_grad_entries(g, {0, 1, 523, 523 * 2 + 5, 523 * 399 + 522, 400 * 523 + 7},
+                     {-7.7548124105960139e-12, -7.7548124105960139e-12, -7.7548124105960139e-12,
+                      1.4010160060112855e-10, 0, -1.5134403794521049e-09, 2.1333363274481316});
+  // Python's round ties to even: round(384/256) = 2, round(640/256) = 2, round(1152/256) = 4, round(383/256) = 1.
+  const std::pair<Eigen::Index, Eigen::Index> ties[] = {{384, 2}, {640, 2}, {1152, 4}, {383, 1}};
+  for (auto [side, f] : ties) {
+    SSIMLoss<double> l(side, side + 7, 1);
+    l.downsample = true;
+    CHECK(l.downsample_factor() == f);
+  }
+  // Gradient check with f = 2 on 385×390 (odd: a dropped row), random coordinates and directions.
+  const Eigen::MatrixXd x = lktest::uniform(385 * 390, 1), y = correlated(x, 0.2);
+  SSIMLoss<double> down(385, 390, 1);
+  down.downsample = true;
+  REQUIRE(down.downsample_factor() == 2);
+  down.value_and_gradient(x, y, g);
+  CHECK(g.col(0).tail(390).cwiseAbs().maxCoeff() == 0);  // the dropped last row
+  losskit::GradientCheckOptions opt;
+  opt.max_coordinates = 12;
+  opt.directions = 3;
+  const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return down(z, y); }, x, g, opt);
+  INFO(res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+}
+
+TEST_CASE("ReplicateFirst pooling reproduces piq's multi_scale_ssim", "[ssim][peer][pooling]") {
+  // piq.multi_scale_ssim(x, y, data_range=1., reduction='none') on 2×1×171×182 (an odd side
+  // at every scale; piq pads the first row and column whenever either side is odd).
+  const PeerImages p = peer_image(2, 1, 171 * 182, 9);
+  // piq uses its default weights as they are (it normalises only weights passed in).
+  MSSSIMLoss<double> loss(171, 182, 1);
+  loss.pooling = OddSizePooling::ReplicateFirst;
+  loss.normalize_weights = false;
+  const Eigen::VectorXd index = loss.index(p.x, p.y);
+  CHECK(close12(index(0), 0.9339496705158985));
+  CHECK(close12(index(1), 0.93938961454046277));
+  Eigen::MatrixXd g;
+  loss.value_and_gradient(p.x, p.y, g);
+  check_grad_entries(g, {0, 1, 182, 4000, 171 * 182 - 1, 171 * 182 + 3},
+                     {2.0250001281325295e-06, -3.7764549886596739e-07, -4.9644341790135198e-07,
+                      1.6401885162069579e-07, -7.1837892763362018e-13, -1.1006503453859688e-07, 3.1034043678323751});
+}
+
+TEST_CASE("New options: gradient checks with odd sizes, float vs double", "[ssim][gradient][options]") {
+  // ReplicateFirst at 9×24 → 5×12 → 3×6 (one odd side at each scale) and 10×24 (none odd).
+  for (Eigen::Index h : {9, 10}) {
+    const Eigen::Index w = 24, c = 2;
+    const Eigen::MatrixXd x = lktest::uniform(c * h * w, 2), y = correlated(x, 0.2);
+    for (ImageLayout layout : {ImageLayout::RowMajor, ImageLayout::ColumnMajor}) {
+      MSSSIMLoss<double> loss(h, w, c);
+      loss.window_size = 3;
+      loss.sigma = 0.8;
+      loss.weights = {0.3, 0.3, 0.4};
+      loss.pooling = OddSizePooling::ReplicateFirst;
+      loss.layout = layout;
+      Eigen::MatrixXd g;
+      REQUIRE(loss.value_and_gradient(x, y, g) < 1.0);
+      const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g);
+      INFO("ReplicateFirst h = " << h << " " << name(layout) << ": " << res.report());
+      CHECK(res.max_rel_error <= 1e-6);
+    }
+  }
+  // Custom asymmetric taps, uniform window, sample covariance on MS-SSIM.
+  const Eigen::Index h = 23, w = 20, c = 2;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, 2), y = correlated(x, 0.2);
+  MSSSIMLoss<double> loss(h, w, c);
+  loss.window = losskit::SSIMWindow::Custom;
+  loss.taps = {0.5, 1, 3, 2, 0.25};
+  loss.weights = {0.4, 0.6};
+  loss.sample_covariance = true;
+  Eigen::MatrixXd g;
+  REQUIRE(loss.value_and_gradient(x, y, g) < 1.0);
+  auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g);
+  INFO("custom taps MS-SSIM: " << res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+  loss.window = losskit::SSIMWindow::Uniform;
+  loss.window_size = 5;
+  loss.value_and_gradient(x, y, g);
+  res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g);
+  INFO("uniform MS-SSIM: " << res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+
+  // float against double with every option on.
+  const Eigen::MatrixXf xf = x.cast<float>(), yf = y.cast<float>();
+  MSSSIMLoss<float> lf(h, w, c);
+  lf.window = losskit::SSIMWindow::Custom;
+  lf.taps = {0.5f, 1, 3, 2, 0.25f};
+  lf.weights = {0.4f, 0.6f};
+  lf.sample_covariance = true;
+  lf.pooling = OddSizePooling::ReplicateFirst;
+  loss.window = losskit::SSIMWindow::Custom;
+  loss.pooling = OddSizePooling::ReplicateFirst;
+  Eigen::MatrixXf gf;
+  const float vf = lf.value_and_gradient(xf, yf, gf);
+  const double vd = loss.value_and_gradient(x, y, g);
+  CHECK(std::abs(vf - vd) < 2e-6);
+  CHECK((gf.cast<double>() - g).cwiseAbs().maxCoeff() <= 1e-4 * g.cwiseAbs().maxCoeff());
+  SSIMLoss<float> sf(h, w, c);
+  SSIMLoss<double> sd(h, w, c);
+  sf.window = sd.window = losskit::SSIMWindow::Uniform;
+  sf.window_size = sd.window_size = 7;
+  sf.nonnegative_ssim = sd.nonnegative_ssim = true;
+  sf.sample_covariance = sd.sample_covariance = true;
+  CHECK(std::abs(sf(xf, yf) - sd(x, y)) < 2e-6);
+  CHECK((sf.channel_index(xf, yf).cast<double>() - sd.channel_index(x, y)).cwiseAbs().maxCoeff() < 2e-6);
+  CHECK((sf.ssim_map(xf.col(0), yf.col(0), 1).cast<double>() - sd.ssim_map(x.col(0), y.col(0), 1))
+            .cwiseAbs()
+            .maxCoeff() < 1e-5);
+}
+
+TEST_CASE("New options reject bad input naming the option, writing nothing", "[ssim][errors][options]") {
+  const Eigen::MatrixXd x = lktest::uniform(2 * 20 * 20, 2);
+  Eigen::MatrixXd g = lktest::sentinel(2 * 20 * 20, 2);
+  auto rejects = [&](const auto& loss, const char* needle) {
+    CHECK_THROWS_WITH(loss.value_and_gradient(x, x, g), lktest::Contains(loss.kName) && lktest::Contains(needle));
+    CHECK_THROWS_AS(loss.index(x, x), losskit::Error);
+    CHECK(lktest::untouched(g, 2 * 20 * 20, 2));
+  };
+  SSIMLoss<double> loss(20, 20, 2);
+  loss.window = losskit::SSIMWindow::Uniform;
+  loss.window_size = 6;
+  rejects(loss, "window_size");
+  loss.window = losskit::SSIMWindow::Custom;
+  rejects(loss, "taps");  // none given
+  loss.taps = {1, 2};
+  rejects(loss, "taps");  // even
+  loss.taps = {1, -2, 0.5};
+  rejects(loss, "positive");
+  loss.taps = {1, std::nan(""), 1};
+  rejects(loss, "finite");
+  loss.taps = {1, 2, 1};
+  CHECK_NOTHROW(loss(x, x));
+  loss.taps = {1};
+  loss.sample_covariance = true;
+  rejects(loss, "sample_covariance");
+  MSSSIMLoss<double> ms(20, 20, 2);
+  ms.window = losskit::SSIMWindow::Custom;
+  ms.taps = {1, 1, 1, 1};
+  rejects(ms, "taps");
+  // downsample: the downsampled image must still hold the window.
+  const Eigen::MatrixXd big = lktest::uniform(384 * 20, 1);
+  Eigen::MatrixXd gb = lktest::sentinel(384 * 20, 1);
+  SSIMLoss<double> down(384, 20, 1);  // min side 20: f = 1, fine
+  down.downsample = true;
+  CHECK_NOTHROW(down(big, big));
+  SSIMLoss<double> down2(384, 400, 1);  // f = 2: 192×200
+  down2.downsample = true;
+  down2.window_size = 201;
+  CHECK_THROWS_WITH(down2.value_and_gradient(lktest::uniform(384 * 400, 1), lktest::uniform(384 * 400, 1), gb.col(0)),
+                    lktest::Contains("after downsample"));
+  // ssim_map: one image, a valid channel.
+  SSIMLoss<double> ok(20, 20, 2);
+  CHECK_THROWS_WITH(ok.ssim_map(x, x), lktest::Contains("one image"));
+  CHECK_THROWS_WITH(ok.ssim_map(x.col(0), x.col(0), 2), lktest::Contains("channel"));
+}

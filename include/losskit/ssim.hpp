@@ -80,7 +80,18 @@ namespace losskit {
 /// How MS-SSIM's 2×2 average pooling treats an odd height or width.
 enum class OddSizePooling {
   ReplicateLast,  ///< MATLAB msssim.m / TensorFlow: last row/column averaged with itself
-  ZeroFirst       ///< pytorch-msssim: a zero row/column averaged in at the start
+  ZeroFirst,      ///< pytorch-msssim: a zero row/column averaged in at the start
+  /// piq: when the height or the width is odd, the first row and the first
+  /// column are replicated before both axes (even ones too) are pooled in
+  /// pairs, dropping a last unpaired row/column; output ⌈n/2⌉ either way
+  ReplicateFirst
+};
+
+/// The 1-D window applied along each axis (separably).
+enum class SSIMWindow {
+  Gaussian,  ///< `window_size` taps of a Gaussian of standard deviation `sigma` (the default)
+  Uniform,   ///< `window_size` equal taps (scikit-image's default with window_size = 7)
+  Custom     ///< the taps of `taps`, divided by their sum (odd count; need not be symmetric)
 };
 
 /// How each plane of an image is stored within its column (design.md).
@@ -102,14 +113,23 @@ struct SSIMConfig {
   std::array<Scalar, kMaxSSIMScales> weights;
   OddSizePooling pooling;
   ImageLayout layout;
+  SSIMWindow window_kind;
+  const Scalar* custom_taps;  ///< window_kind == Custom: `window` taps (not yet normalised)
+  Eigen::Index down;          ///< block-average factor applied before SSIM (1: none)
+  bool nonnegative;           ///< SSIM: max(index, 0) per channel
+
+  /// The stored plane's sides as the engine reads it (see below), before downsampling.
+  Eigen::Index raw_rows() const { return layout == ImageLayout::ColumnMajor ? height : width; }
+  Eigen::Index raw_cols() const { return layout == ImageLayout::ColumnMajor ? width : height; }
 
   /// The plane as the engine reads it: a column-major rows×cols matrix. A
   /// row-major H×W plane is the column-major W×H matrix of its transpose;
   /// the window, the valid filtering and the pooling rule are the same along
   /// both axes, so SSIM of the transposed planes is the same index and its
   /// gradient is the transposed gradient, stored in the same row-major order.
-  Eigen::Index plane_rows() const { return layout == ImageLayout::ColumnMajor ? height : width; }
-  Eigen::Index plane_cols() const { return layout == ImageLayout::ColumnMajor ? width : height; }
+  /// Downsampling (by `down`, flooring) acts the same way on both axes.
+  Eigen::Index plane_rows() const { return raw_rows() / down; }
+  Eigen::Index plane_cols() const { return raw_cols() / down; }
 };
 
 /// What one image gave: the sum of its channels' indices, and whether any
@@ -149,12 +169,14 @@ void check_ssim_inputs(const char* loss, const SSIMConfig<Scalar>& cfg, const Ei
          cfg.height, "·", cfg.width, " = ", rows);
   check_same_shape(loss, "target", pred, target);
   const Eigen::Index min_side = ssim_min_side(cfg.window, cfg.scales);
-  if (cfg.height < min_side || cfg.width < min_side) {
+  const Eigen::Index height = cfg.height / cfg.down, width = cfg.width / cfg.down;
+  if (height < min_side || width < min_side) {
+    const char* down = cfg.down > 1 ? " (after downsample)" : "";
     if (cfg.scales == 1)
-      fail(loss, "images", "image ", cfg.height, "x", cfg.width, " is smaller than the ", cfg.window, "x",
+      fail(loss, "images", "image ", height, "x", width, down, " is smaller than the ", cfg.window, "x",
            cfg.window, " window: each side must be at least ", min_side,
            " pixels (valid filtering); use a smaller window_size");
-    fail(loss, "images", "image ", cfg.height, "x", cfg.width, " is too small for ", cfg.scales,
+    fail(loss, "images", "image ", height, "x", width, down, " is too small for ", cfg.scales,
          " scales with window_size ", cfg.window, ": each side must be at least ", min_side,
          " pixels (every scale must hold the window; 2x2 pooling maps n to ceil(n/2)); use fewer scales "
          "(a shorter weights vector, renormalised) or a smaller window_size");
@@ -184,8 +206,10 @@ class SSIMEngine {
   /// image's gradient column) the gradient of upstream·Σ_channels index.
   /// Runs in the thread's own slot (the OpenMP thread number inside the
   /// call's parallel loop).
+  /// `per_channel` (optional) receives each channel's index.
   template <bool WithGrad, class X, class Y, class G>
-  ImageIndex<Acc> image(const SSIMConfig<Scalar>& cfg, const X& x, const Y& y, G&& grad, Scalar upstream) {
+  ImageIndex<Acc> image(const SSIMConfig<Scalar>& cfg, const X& x, const Y& y, G&& grad, Scalar upstream,
+                        Scalar* per_channel = nullptr) {
     int slot = 0;
 #ifdef _OPENMP
     if (threads_ > 1) slot = omp_get_thread_num();
@@ -194,14 +218,34 @@ class SSIMEngine {
     const Index hw = cfg.height * cfg.width;
     ImageIndex<Acc> out;
     for (Index c = 0; c < cfg.channels; ++c) {
-      MapV(w + x_off_[0], hw) = x.segment(c * hw, hw);
-      MapV(w + y_off_[0], hw) = y.segment(c * hw, hw);
+      load(cfg, w, x, y, c);
       bool clamped = false;
-      out.index_sum += Acc(plane<WithGrad>(cfg, w, upstream, clamped));
+      const Scalar index = plane<WithGrad>(cfg, w, upstream, clamped);
+      if (per_channel) per_channel[c] = index;
+      out.index_sum += Acc(index);
       out.clamped = out.clamped || clamped;
-      if constexpr (WithGrad) grad.segment(c * hw, hw) = CMapV(w + r_off_[0], hw);
+      if constexpr (WithGrad) {
+        if (cfg.down == 1) {
+          grad.segment(c * hw, hw) = CMapV(w + r_off_[0], hw);
+        } else {
+          block_pool_adjoint(w + r_off_[0], cfg.raw_rows(), cfg.raw_cols(), cfg.down, w + raw_off_);
+          grad.segment(c * hw, hw) = CMapV(w + raw_off_, hw);
+        }
+      }
     }
     return out;
+  }
+
+  /// The S map of channel c of image x (target y) at the first scale, in the
+  /// engine's orientation: (plane_rows − window + 1)×(plane_cols − window + 1),
+  /// column-major into `out`. Uses slot 0 (prepare with threads = 1).
+  template <class X, class Y>
+  void ssim_map(const SSIMConfig<Scalar>& cfg, const X& x, const Y& y, Index c, Scalar* out) {
+    Scalar* w = workspace_.data();
+    load(cfg, w, x, y, c);
+    Scalar sx, sy;
+    center(w, 0, sx, sy);
+    sweep_scale<false>(cfg, w, 0, sx, sy, true, Scalar(1), out);
   }
 
  private:
@@ -214,18 +258,89 @@ class SSIMEngine {
   // and derivative-map columns, and single columns.
   std::array<Index, kMaxSSIMScales> h_{}, w_{}, x_off_{}, y_off_{}, r_off_{};
   Index ring_off_ = 0, dring_off_ = 0, prod_off_ = 0, mom_off_ = 0, map_off_ = 0, hcol_off_ = 0, vcol_off_ = 0;
-  Index slot_size_ = 0;
+  Index raw_off_ = 0, slot_size_ = 0;
   int threads_ = 1;
   Index window_ = 0;
   double sigma_ = 0;
-  Vector taps_, workspace_;
+  SSIMWindow kind_ = SSIMWindow::Gaussian;
+  bool symmetric_ = true;
+  Vector taps_, flipped_, workspace_;
+
+  // The normalised taps (cached; rebuilt only when the window changes) and
+  // their mirror image, which the adjoint of a valid correlation uses.
+  void set_taps(const SSIMConfig<Scalar>& cfg) {
+    const bool same = kind_ == cfg.window_kind && window_ == cfg.window &&
+                      (cfg.window_kind != SSIMWindow::Gaussian || sigma_ == cfg.sigma);
+    if (same && cfg.window_kind != SSIMWindow::Custom) return;
+    if (cfg.window_kind == SSIMWindow::Gaussian) {
+      taps_ = gaussian_window<Scalar>(cfg.window, cfg.sigma);
+    } else if (cfg.window_kind == SSIMWindow::Uniform) {
+      taps_.setConstant(cfg.window, Scalar(1) / Scalar(cfg.window));
+    } else {
+      const CMapV given(cfg.custom_taps, cfg.window);
+      taps_ = given / Scalar(accurate_sum(given.array()));
+    }
+    kind_ = cfg.window_kind;
+    window_ = cfg.window;
+    sigma_ = cfg.sigma;
+    flipped_ = taps_.reverse();
+    symmetric_ = (taps_.array() == flipped_.array()).all();
+  }
+
+  // y = valid correlation of x with `taps` (paired multiplies when symmetric).
+  template <class In, class Out>
+  void correlate(const Vector& taps, const In& x, Out&& y) const {
+    if (symmetric_) return correlate_valid(taps, x, y);
+    const Index n = y.size();
+    y = taps(0) * x.segment(0, n);
+    for (Index k = 1; k < taps.size(); ++k) y += taps(k) * x.segment(k, n);
+  }
+
+  // Channel c of x and y into the scale-0 planes, block-averaged by cfg.down.
+  template <class X, class Y>
+  void load(const SSIMConfig<Scalar>& cfg, Scalar* w, const X& x, const Y& y, Index c) const {
+    const Index hw = cfg.height * cfg.width;
+    if (cfg.down == 1) {
+      MapV(w + x_off_[0], hw) = x.segment(c * hw, hw);
+      MapV(w + y_off_[0], hw) = y.segment(c * hw, hw);
+      return;
+    }
+    MapV(w + raw_off_, hw) = x.segment(c * hw, hw);
+    block_pool(w + raw_off_, cfg.raw_rows(), cfg.raw_cols(), cfg.down, w + x_off_[0]);
+    MapV(w + raw_off_, hw) = y.segment(c * hw, hw);
+    block_pool(w + raw_off_, cfg.raw_rows(), cfg.raw_cols(), cfg.down, w + y_off_[0]);
+  }
+
+  // dst (⌊rows/f⌋×⌊cols/f⌋) = means of the f×f blocks of src (rows×cols);
+  // a last partial block row/column is dropped (piq: avg_pool2d(kernel_size = f)).
+  static void block_pool(const Scalar* src, Index rows, Index cols, Index f, Scalar* dst) {
+    const Index r2 = rows / f, c2 = cols / f;
+    const Scalar scale = Scalar(1) / Scalar(f * f);
+    for (Index b = 0; b < c2; ++b) {
+      MapV out(dst + b * r2, r2);
+      out.setZero();
+      for (Index q = b * f; q < (b + 1) * f; ++q)
+        for (Index a = 0; a < f; ++a) out += Eigen::Map<const Vector, 0, Eigen::InnerStride<>>(
+                                                 src + q * rows + a, r2, Eigen::InnerStride<>(f));
+      out *= scale;
+    }
+  }
+
+  // dst (rows×cols) = adjoint of block_pool applied to g: g/f² spread over
+  // each block, zero on the dropped rows/columns.
+  static void block_pool_adjoint(const Scalar* g, Index rows, Index cols, Index f, Scalar* dst) {
+    const Index r2 = rows / f, c2 = cols / f;
+    const Scalar scale = Scalar(1) / Scalar(f * f);
+    MapV(dst, rows * cols).setZero();
+    for (Index b = 0; b < c2; ++b)
+      for (Index q = b * f; q < (b + 1) * f; ++q)
+        for (Index a = 0; a < f; ++a)
+          Eigen::Map<Vector, 0, Eigen::InnerStride<>>(dst + q * rows + a, r2, Eigen::InnerStride<>(f)) =
+              scale * CMapV(g + b * r2, r2);
+  }
 
   void layout(const SSIMConfig<Scalar>& cfg) {
-    if (window_ != cfg.window || sigma_ != cfg.sigma) {
-      taps_ = gaussian_window<Scalar>(cfg.window, cfg.sigma);
-      window_ = cfg.window;
-      sigma_ = cfg.sigma;
-    }
+    set_taps(cfg);
     Index off = 0;
     for (int j = 0; j < cfg.scales; ++j) {
       h_[j] = j == 0 ? cfg.plane_rows() : (h_[j - 1] + 1) / 2;
@@ -244,7 +359,8 @@ class SSIMEngine {
     map_off_ = off += 5 * hv;
     hcol_off_ = off += hv;
     vcol_off_ = off += 3 * (h + cfg.window - 1);
-    slot_size_ = off + 3 * h;
+    raw_off_ = off += 3 * h;
+    slot_size_ = off + (cfg.down > 1 ? cfg.height * cfg.width : 0);
   }
 
   template <bool WithGrad>
@@ -252,16 +368,11 @@ class SSIMEngine {
     const int m = cfg.scales;
     std::array<Scalar, kMaxSSIMScales> shift_x{}, shift_y{}, v{};
     for (int j = 0; j < m; ++j) {
-      const Index n = h_[j] * w_[j];
       if (j > 0) {
         pool(w + x_off_[j - 1], h_[j - 1], w_[j - 1], shift_x[j - 1], w + x_off_[j], cfg.pooling, w + prod_off_);
         pool(w + y_off_[j - 1], h_[j - 1], w_[j - 1], shift_y[j - 1], w + y_off_[j], cfg.pooling, w + prod_off_);
       }
-      MapV x(w + x_off_[j], n), y(w + y_off_[j], n);
-      shift_x[j] = Scalar(accurate_sum(x.array()) / Acc(n));
-      shift_y[j] = Scalar(accurate_sum(y.array()) / Acc(n));
-      x.array() -= shift_x[j];
-      y.array() -= shift_y[j];
+      center(w, j, shift_x[j], shift_y[j]);
       const Index valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
       // SSIM knows its upstream factor before the sweep; MS-SSIM's c_j needs
       // every scale, so each scale's gradient is kept unscaled and combined below.
@@ -271,10 +382,15 @@ class SSIMEngine {
 
     Scalar index = v[0];
     bool positive = true;
+    if (m == 1 && cfg.nonnegative && index < Scalar(0)) {
+      index = 0;
+      positive = false;
+      clamped = true;
+    }
     if (m > 1) {
       Acc log_ms = 0;
       for (int j = 0; j < m; ++j) {
-        if (std::isnan(v[j])) return nan_plane<WithGrad>(cfg, w);
+        if (std::isnan(v[j])) return nan_plane<WithGrad>(w);
         if (v[j] > Scalar(0))
           log_ms += Acc(cfg.weights[j]) * std::log(Acc(v[j]));
         else
@@ -284,8 +400,8 @@ class SSIMEngine {
       clamped = !positive;
     }
     if constexpr (WithGrad) {
-      if (std::isnan(index)) return nan_plane<WithGrad>(cfg, w);
-      MapV r0(w + r_off_[0], cfg.height * cfg.width);
+      if (std::isnan(index)) return nan_plane<WithGrad>(w);
+      MapV r0(w + r_off_[0], h_[0] * w_[0]);
       if (!positive) {
         // MS-SSIM is 0 here and constant near points where a term is < 0:
         // its gradient is defined as 0 (not 0·∞ from v^(w−1)).
@@ -303,10 +419,20 @@ class SSIMEngine {
     return index;
   }
 
+  // Shifts the planes of scale j by their means (returned).
+  void center(Scalar* w, int j, Scalar& shift_x, Scalar& shift_y) const {
+    const Index n = h_[j] * w_[j];
+    MapV x(w + x_off_[j], n), y(w + y_off_[j], n);
+    shift_x = Scalar(accurate_sum(x.array()) / Acc(n));
+    shift_y = Scalar(accurate_sum(y.array()) / Acc(n));
+    x.array() -= shift_x;
+    y.array() -= shift_y;
+  }
+
   template <bool WithGrad>
-  Scalar nan_plane(const SSIMConfig<Scalar>& cfg, Scalar* w) const {
+  Scalar nan_plane(Scalar* w) const {
     if constexpr (WithGrad)
-      MapV(w + r_off_[0], cfg.height * cfg.width).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+      MapV(w + r_off_[0], h_[0] * w_[0]).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
     return std::numeric_limits<Scalar>::quiet_NaN();
   }
 
@@ -320,8 +446,9 @@ class SSIMEngine {
   // live at a time, and the gradient plane r (times `coeff`) is written once.
   // Returns the sum of the S map (last scale) or of the CS map.
   template <bool WithGrad>
+  // `map_out` (optional) receives the map, column after column.
   Acc sweep_scale(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar shift_x, Scalar shift_y, bool last,
-                  Scalar coeff) const {
+                  Scalar coeff, Scalar* map_out = nullptr) const {
     const Index h = h_[j], width = w_[j], ws = cfg.window, hv = h - ws + 1, half = ws / 2;
     const Scalar* x = w + x_off_[j];
     const Scalar* y = w + y_off_[j];
@@ -340,20 +467,26 @@ class SSIMEngine {
         xx = xc.cwiseProduct(xc);
         yy = yc.cwiseProduct(yc);
         xy = xc.cwiseProduct(yc);
-        correlate_valid(taps_, xc, ring_col(0, jj));
-        correlate_valid(taps_, yc, ring_col(1, jj));
-        correlate_valid(taps_, xx, ring_col(2, jj));
-        correlate_valid(taps_, yy, ring_col(3, jj));
-        correlate_valid(taps_, xy, ring_col(4, jj));
+        correlate(taps_, xc, ring_col(0, jj));
+        correlate(taps_, yc, ring_col(1, jj));
+        correlate(taps_, xx, ring_col(2, jj));
+        correlate(taps_, yy, ring_col(3, jj));
+        correlate(taps_, xy, ring_col(4, jj));
         if (jj + 1 >= ws) {
           const Index col = jj + 1 - ws;
           for (Index k = 0; k < 5; ++k) {
             MapV o(mom + k * hv, hv);
-            o = taps_(half) * ring_col(k, col + half);
-            for (Index t = 0; t < half; ++t) o += taps_(t) * (ring_col(k, col + t) + ring_col(k, col + ws - 1 - t));
+            if (symmetric_) {
+              o = taps_(half) * ring_col(k, col + half);
+              for (Index t = 0; t < half; ++t) o += taps_(t) * (ring_col(k, col + t) + ring_col(k, col + ws - 1 - t));
+            } else {
+              o = taps_(0) * ring_col(k, col);
+              for (Index t = 1; t < ws; ++t) o += taps_(t) * ring_col(k, col + t);
+            }
           }
           total += pointwise<WithGrad>(cfg, mom, hv, shift_x, shift_y, last, w + map_off_, dring_col(0, col),
                                        dring_col(1, col), dring_col(2, col));
+          if (map_out) MapV(map_out + col * hv, hv) = CMapV(w + map_off_, hv);
         }
       }
       if constexpr (WithGrad) {
@@ -419,7 +552,7 @@ class SSIMEngine {
     const Index h = h_[j], width = w_[j], ws = cfg.window, hv = h - ws + 1, wv = width - ws + 1, half = ws / 2;
     const Index padded = h + ws - 1;
     const Scalar* dring = w + dring_off_;
-    const bool interior = jj >= ws - 1 && jj <= wv - 1;
+    const bool interior = symmetric_ && jj >= ws - 1 && jj <= wv - 1;
     for (int m = 0; m < 3; ++m) {
       auto col = [&](Index c) { return CMapV(dring + (m * ws + c % ws) * hv, hv); };
       Eigen::VectorBlock<MapV> mid = MapV(w + hcol_off_ + m * padded, padded).segment(ws - 1, hv);
@@ -433,9 +566,9 @@ class SSIMEngine {
       }
     }
     MapV va(w + vcol_off_, h), vb(w + vcol_off_ + h, h), vg(w + vcol_off_ + 2 * h, h);
-    correlate_valid(taps_, CMapV(w + hcol_off_, padded), va);
-    correlate_valid(taps_, CMapV(w + hcol_off_ + padded, padded), vb);
-    correlate_valid(taps_, CMapV(w + hcol_off_ + 2 * padded, padded), vg);
+    correlate(flipped_, CMapV(w + hcol_off_, padded), va);
+    correlate(flipped_, CMapV(w + hcol_off_ + padded, padded), vb);
+    correlate(flipped_, CMapV(w + hcol_off_ + 2 * padded, padded), vg);
     const Scalar *x = w + x_off_[j] + jj * h, *y = w + y_off_[j] + jj * h;
     MapV(w + r_off_[j] + jj * h, h) =
         coeff * (va.array() + 2 * CMapV(x, h).array() * vb.array() + CMapV(y, h).array() * vg.array()).matrix();
@@ -443,9 +576,14 @@ class SSIMEngine {
 
   // Source index of tap t (0 or 1) of pooled index a along an axis of length
   // n, or -1 for a zero pad.
-  static Index pool_source(Index a, int t, Index n, OddSizePooling conv) {
+  // `padded`: ReplicateFirst with an odd side (either axis).
+  static Index pool_source(Index a, int t, Index n, OddSizePooling conv, bool padded) {
     if (conv == OddSizePooling::ReplicateLast) return std::min(2 * a + t, n - 1);
+    if (conv == OddSizePooling::ReplicateFirst) return padded ? std::max<Index>(2 * a + t - 1, 0) : 2 * a + t;
     return 2 * a + t - (n % 2);
+  }
+  static bool pool_padded(Index h, Index width, OddSizePooling conv) {
+    return conv == OddSizePooling::ReplicateFirst && (h % 2 == 1 || width % 2 == 1);
   }
 
   // Rows of one column pooled in pairs: ReplicateLast pairs (2a, 2a+1) for
@@ -455,8 +593,12 @@ class SSIMEngine {
     Index first_pair_out, first_pair_in, pairs, single_out, single_in;
     Scalar single_weight;  // 0 when h is even
   };
-  static RowPairs row_pairs(Index h, OddSizePooling conv) {
+  // ReplicateFirst (padded) averages row 0 with itself and pairs (2a−1, 2a)
+  // after it, dropping the last row of an even h.
+  static RowPairs row_pairs(Index h, OddSizePooling conv, bool padded) {
     const Index odd = h % 2;
+    if (conv == OddSizePooling::ReplicateFirst)
+      return padded ? RowPairs{1, 1, (h + 1) / 2 - 1, 0, 0, Scalar(2)} : RowPairs{0, 0, h / 2, 0, 0, Scalar(0)};
     if (conv == OddSizePooling::ReplicateLast) return {0, 0, h / 2, (h + 1) / 2 - 1, h - 1, Scalar(odd ? 2 : 0)};
     return {odd, odd, h / 2, 0, 0, Scalar(odd ? 1 : 0)};
   }
@@ -468,10 +610,11 @@ class SSIMEngine {
   static void pool(const Scalar* src, Index h, Index width, Scalar add, Scalar* dst, OddSizePooling conv,
                    Scalar* scratch) {
     const Index h2 = (h + 1) / 2, w2 = (width + 1) / 2;
-    const RowPairs rp = row_pairs(h, conv);
+    const bool padded = pool_padded(h, width, conv);
+    const RowPairs rp = row_pairs(h, conv, padded);
     MapV col(scratch, h);
     for (Index b = 0; b < w2; ++b) {
-      const Index q0 = pool_source(b, 0, width, conv), q1 = pool_source(b, 1, width, conv);
+      const Index q0 = pool_source(b, 0, width, conv, padded), q1 = pool_source(b, 1, width, conv, padded);
       if (q0 >= 0)
         col = (CMapV(src + q0 * h, h).array() + CMapV(src + q1 * h, h).array() + 2 * add).matrix();
       else
@@ -488,15 +631,17 @@ class SSIMEngine {
   static void pool_adjoint(const Scalar* r2, Index h, Index width, Scalar* r, OddSizePooling conv,
                            Scalar* scratch) {
     const Index h2 = (h + 1) / 2, w2 = (width + 1) / 2;
-    const RowPairs rp = row_pairs(h, conv);
+    const bool padded = pool_padded(h, width, conv);
+    const RowPairs rp = row_pairs(h, conv, padded);
     MapV spread(scratch, h);
+    if (padded && h % 2 == 0) spread(h - 1) = Scalar(0);  // the dropped last row
     for (Index b = 0; b < w2; ++b) {
       const CMapV g(r2 + b * h2, h2);
       StridedV(scratch + rp.first_pair_in, rp.pairs) = Scalar(0.25) * g.segment(rp.first_pair_out, rp.pairs);
       StridedV(scratch + rp.first_pair_in + 1, rp.pairs) = Scalar(0.25) * g.segment(rp.first_pair_out, rp.pairs);
       if (rp.single_weight != Scalar(0)) spread(rp.single_in) = Scalar(0.25) * rp.single_weight * g(rp.single_out);
       for (int t = 0; t < 2; ++t) {
-        const Index q = pool_source(b, t, width, conv);
+        const Index q = pool_source(b, t, width, conv, padded);
         if (q >= 0) MapV(r + q * h, h) += spread;
       }
     }
@@ -514,6 +659,7 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
  public:
   using Scalar = Scalar_;
   using typename Base::Vector;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 
   Eigen::Index window_size = 11;  ///< Gaussian window taps per axis (odd)
   Scalar sigma = Scalar(1.5);     ///< Gaussian standard deviation, pixels
@@ -521,10 +667,31 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
   Scalar k2 = Scalar(0.03);       ///< C2 = (k2·data_range)²
   Scalar data_range = Scalar(1);  ///< L: 1 for images in [0, 1], 255 for 8-bit values
   ImageLayout layout = ImageLayout::RowMajor;  ///< how each plane is stored (NCHW by default)
+  /// Gaussian (default), Uniform (`window_size` equal taps) or Custom (`taps`).
+  SSIMWindow window = SSIMWindow::Gaussian;
+  /// window == Custom: the 1-D taps applied along each axis (odd count, finite,
+  /// positive sum; divided by their sum; window_size and sigma are then unused).
+  std::vector<Scalar> taps;
+  /// scikit-image's use_sample_covariance: variances and covariance times
+  /// N/(N − 1), N = taps² (the window's pixel count); needs more than one tap.
+  bool sample_covariance = false;
+  /// piq's downsample: average f×f blocks (last partial blocks dropped) before
+  /// SSIM, f = max(1, round(min(height, width)/256)), ties to even (Python round).
+  bool downsample = false;
+  /// pytorch-msssim's nonnegative_ssim: SSIM: each channel's index max(index, 0)
+  /// (gradient 0 where clamped). MS-SSIM already clamps each scale term at 0.
+  bool nonnegative_ssim = false;
 
   Eigen::Index height() const { return height_; }
   Eigen::Index width() const { return width_; }
   Eigen::Index channels() const { return channels_; }
+
+  /// The block-average factor `downsample` applies (1 when off).
+  Eigen::Index downsample_factor() const {
+    if (!downsample) return 1;
+    const double r = std::nearbyint(double(std::min(height_, width_)) / 256.0);  // ties to even
+    return std::max<Eigen::Index>(1, Eigen::Index(r));
+  }
 
   /// The index per image (mean over its channels), length N.
   template <class P, class T>
@@ -539,6 +706,49 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
       out(j) = Scalar(r.index_sum / Acc(channels_));
     });
     return out;
+  }
+
+  /// The index of each channel of each image: channels×N (column j image j).
+  template <class P, class T>
+  Matrix channel_index(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    require_scalar<Scalar, P>();
+    const eval_t<P> x(pred.derived());
+    const eval_t<T> t(target.derived());
+    const Context context = prepare(x, t);
+    Matrix out(channels_, x.cols());
+    column_for(x.cols(), column_work(x), [&](Eigen::Index j) {
+      context.engine->template image<false>(context.cfg, x.col(j), t.col(j), NoGrad{}, Scalar(0),
+                                            out.col(j).data());
+    });
+    return out;
+  }
+
+  /// The SSIM map (S at every valid window position, first scale, after
+  /// `downsample`) of `channel` of one image: pred and target one column of
+  /// channels·height·width values. Entry (r, c) is the window whose top-left
+  /// pixel is (r, c) of the (downsampled) plane, whatever the layout:
+  /// (height' − taps + 1)×(width' − taps + 1), height' = height/f. Its mean is
+  /// the SSIM index of that channel (for MS-SSIM functors too: the map is SSIM's).
+  template <class P, class T>
+  Matrix ssim_map(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
+                  Eigen::Index channel = 0) const {
+    require_scalar<Scalar, P>();
+    const eval_t<P> x(pred.derived());
+    const eval_t<T> t(target.derived());
+    if (x.cols() != 1) fail(Derived::kName, "pred", "ssim_map takes one image (one column), got ", x.cols());
+    if (channel < 0 || channel >= channels_)
+      fail(Derived::kName, "channel", "must be in [0, ", channels_, "), got ", channel);
+    SSIMConfig<Scalar> cfg = common_config();
+    check_ssim_inputs(Derived::kName, cfg, x, t);
+    const Eigen::Index rows = cfg.plane_rows() - cfg.window + 1, cols = cfg.plane_cols() - cfg.window + 1;
+    Matrix engine_map(rows, cols);
+    {
+      auto engine = engines_.acquire();
+      engine->prepare(cfg, 1);
+      engine->ssim_map(cfg, x.col(0), t.col(0), channel, engine_map.data());
+    }
+    if (layout == ImageLayout::ColumnMajor) return engine_map;
+    return engine_map.transpose();
   }
 
  protected:
@@ -567,15 +777,28 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
 
   /// The options shared by both functors; Derived sets scales and weights.
   SSIMConfig<Scalar> common_config() const {
-    check_ssim_options(Derived::kName, window_size, sigma, k1, k2, data_range);
+    const Eigen::Index window_n = window_taps();  // Custom: checked there; else window_size
+    check_ssim_options(Derived::kName, window_n, sigma, k1, k2, data_range);
     SSIMConfig<Scalar> cfg{};
     cfg.height = height_;
     cfg.width = width_;
     cfg.channels = channels_;
-    cfg.window = window_size;
+    cfg.window = window_n;
     cfg.sigma = double(sigma);
     cfg.c1 = (k1 * data_range) * (k1 * data_range);
     cfg.c2 = (k2 * data_range) * (k2 * data_range);
+    if (sample_covariance) {
+      // κ(2σxy) + C2 over κ(σx² + σy²) + C2 is the population CS with C2/κ.
+      const Scalar n = Scalar(cfg.window * cfg.window);
+      if (cfg.window < 2)
+        fail(Derived::kName, "sample_covariance", "needs a window of more than one tap (N − 1 > 0), got ",
+             cfg.window);
+      cfg.c2 = cfg.c2 * (n - 1) / n;
+    }
+    cfg.window_kind = window;
+    cfg.custom_taps = taps.data();
+    cfg.down = downsample_factor();
+    cfg.nonnegative = nonnegative_ssim;
     cfg.scales = 1;
     cfg.weights[0] = Scalar(1);
     cfg.pooling = OddSizePooling::ReplicateLast;
@@ -586,6 +809,22 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
  private:
   Eigen::Index height_, width_, channels_;
   WorkspacePool<SSIMEngine<Scalar>> engines_;
+
+  /// The window's tap count (checking Custom taps and the Uniform size).
+  Eigen::Index window_taps() const {
+    if (window != SSIMWindow::Custom) return window_size;
+    const Eigen::Index n = Eigen::Index(taps.size());
+    if (n < 1 || n % 2 == 0)
+      fail(Derived::kName, "taps", "window == Custom needs an odd number of taps (the window is centred), got ", n);
+    Acc sum = 0;
+    for (Eigen::Index k = 0; k < n; ++k) {
+      if (!std::isfinite(taps[std::size_t(k)]))
+        fail(Derived::kName, "taps", "must be finite, got ", taps[std::size_t(k)], " at tap ", k);
+      sum += Acc(taps[std::size_t(k)]);
+    }
+    if (!(sum > Acc(0))) fail(Derived::kName, "taps", "must sum to a positive value (they are divided by it), got ", sum);
+    return n;
+  }
 
   /// Per call: the checked configuration and an engine of the pool, sized
   /// for the threads of the image loop (loop_threads of column_work).
@@ -600,7 +839,7 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
 
   template <class X>
   Eigen::Index column_work(const X& x) const {
-    return x.rows() * window_size;
+    return x.rows() * (window == SSIMWindow::Custom ? Eigen::Index(taps.size()) : window_size);
   }
 
   template <class X, class T>
@@ -689,9 +928,10 @@ class MSSSIMLoss : public detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_> {
   int scales() const {
     const int m = int(weights.size());
     if (!fit_scales) return m;
-    const Eigen::Index side = std::min(this->height(), this->width());
+    const Eigen::Index side = std::min(this->height(), this->width()) / this->downsample_factor();
     int fit = m;
-    while (fit > 1 && side < detail::ssim_min_side(this->window_size, fit)) --fit;
+    const Eigen::Index ws = this->window == SSIMWindow::Custom ? Eigen::Index(this->taps.size()) : this->window_size;
+    while (fit > 1 && side < detail::ssim_min_side(ws, fit)) --fit;
     return fit;
   }
 
