@@ -954,3 +954,73 @@ TEST_CASE("New options reject bad input naming the option, writing nothing", "[s
   CHECK_THROWS_WITH(ok.ssim_map(x, x), lktest::Contains("one image"));
   CHECK_THROWS_WITH(ok.ssim_map(x.col(0), x.col(0), 2), lktest::Contains("channel"));
 }
+
+TEST_CASE("MSSSIML1Loss: α·(1 − MS-SSIM) + (1 − α)·Gaussian-weighted L1", "[ssim][mixl1]") {
+  using losskit::MSSSIML1Loss;
+  const Eigen::Index h = 41, w = 38, c = 2, n = 3;
+  const Eigen::MatrixXd x = lktest::uniform(c * h * w, n);
+  // |x − y| >= 0.01 everywhere: the finite differences (step 1e-3) never cross |·|'s kink.
+  const Eigen::MatrixXd d = lktest::normal(c * h * w, n, 0.2);
+  const Eigen::MatrixXd y = x + d.unaryExpr([](double v) { return v < 0 ? std::min(v, -0.01) : std::max(v, 0.01); });
+  MSSSIML1Loss<double> mix(h, w, c);
+  mix.window_size = 7;
+  mix.weights = {0.3, 0.3, 0.4};
+  mix.l1_window_size = 15;
+  mix.l1_sigma = 2.5;
+  MSSSIMLoss<double> ms(h, w, c);
+  ms.window_size = 7;
+  ms.weights = {0.3, 0.3, 0.4};
+  const double ms_loss = ms(x, y);
+  // GL1 straight from the definition (the mean of the valid Gaussian-filtered |x − y|
+  // map, a non-separable window, long double), independent of the ω = Wᵀ(1/N') form.
+  const int ws = 15;
+  LMat win(ws, ws);
+  for (int u = 0; u < ws; ++u)
+    for (int v = 0; v < ws; ++v) win(u, v) = std::exp(-((u - 7) * (u - 7) + (v - 7) * (v - 7)) / (2 * 2.5L * 2.5L));
+  win /= win.sum();
+  long double gl1 = 0;
+  for (Eigen::Index j = 0; j < n; ++j)
+    for (Eigen::Index ch = 0; ch < c; ++ch) {
+      const LMat e = (plane(x, j, ch, h, w) - plane(y, j, ch, h, w)).cwiseAbs();
+      long double sum = 0;
+      for (Eigen::Index q = 0; q + ws <= w; ++q)
+        for (Eigen::Index p = 0; p + ws <= h; ++p) sum += (win.array() * e.block(p, q, ws, ws).array()).sum();
+      gl1 += sum / ((h - ws + 1) * (w - ws + 1)) / (c * n);
+    }
+  for (double alpha : {0.84, 0.0, 1.0}) {
+    mix.alpha = alpha;
+    INFO("alpha " << alpha);
+    CHECK(mix(x, y) == Approx(alpha * ms_loss + (1 - alpha) * double(gl1)).epsilon(1e-13));
+    Eigen::MatrixXd g;
+    const auto r = mix.evaluate(x, y, g);
+    CHECK(r.loss == Approx(mix(x, y)).epsilon(1e-15));
+    CHECK(r.clamped_images == 0);
+    const auto res = losskit::check_gradient([&](const Eigen::MatrixXd& z) { return mix(z, y); }, x, g);
+    INFO(res.report());
+    CHECK(res.max_rel_error <= 1e-6);
+  }
+  // Default options on 161×161 (MS-SSIM's smallest 5-scale image), float against double.
+  const Eigen::MatrixXf xf = lktest::uniform<float>(161 * 161, 2);
+  const Eigen::MatrixXf yf = (xf + lktest::normal<float>(161 * 161, 2, 0.1)).eval();
+  MSSSIML1Loss<float> mf(161, 161);
+  MSSSIML1Loss<double> md(161, 161);
+  Eigen::MatrixXf gf;
+  Eigen::MatrixXd gd;
+  const float vf = mf.value_and_gradient(xf, yf, gf);
+  const double vd = md.value_and_gradient(xf.cast<double>(), yf.cast<double>(), gd);
+  CHECK(std::abs(vf - vd) < 2e-6);
+  CHECK((gf.cast<double>() - gd).cwiseAbs().maxCoeff() <= 1e-4 * gd.cwiseAbs().maxCoeff());
+  // Errors name the option; nothing written.
+  Eigen::MatrixXd gs = lktest::sentinel(c * h * w, n);
+  mix.alpha = 1.5;
+  CHECK_THROWS_WITH(mix.value_and_gradient(x, y, gs), lktest::Contains("MSSSIML1Loss") && lktest::Contains("alpha"));
+  mix.alpha = 0.84;
+  mix.l1_window_size = 14;
+  CHECK_THROWS_WITH(mix.value_and_gradient(x, y, gs), lktest::Contains("l1_window_size"));
+  mix.l1_window_size = 43;
+  CHECK_THROWS_WITH(mix.value_and_gradient(x, y, gs), lktest::Contains("l1_window_size"));
+  mix.l1_window_size = 15;
+  mix.l1_sigma = 0;
+  CHECK_THROWS_WITH(mix.value_and_gradient(x, y, gs), lktest::Contains("l1_sigma"));
+  CHECK(lktest::untouched(gs, c * h * w, n));
+}

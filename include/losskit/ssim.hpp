@@ -117,6 +117,9 @@ struct SSIMConfig {
   const Scalar* custom_taps;  ///< window_kind == Custom: `window` taps (not yet normalised)
   Eigen::Index down;          ///< block-average factor applied before SSIM (1: none)
   bool nonnegative;           ///< SSIM: max(index, 0) per channel
+  Scalar index_weight;        ///< α: the loss is α(1 − index) (+ (1 − α)·weighted L1)
+  Eigen::Index l1_window;     ///< MSSSIML1Loss: taps of the L1 weighting Gaussian (0: no L1 term)
+  double l1_sigma;
 
   /// The stored plane's sides as the engine reads it (see below), before downsampling.
   Eigen::Index raw_rows() const { return layout == ImageLayout::ColumnMajor ? height : width; }
@@ -236,6 +239,27 @@ class SSIMEngine {
     return out;
   }
 
+  /// MSSSIML1Loss's term: Σ_channels Σ_pixels ω ⊙ |x − y|, ω = Wᵀ(1/N') the
+  /// per-pixel weight of the mean of the Gaussian-filtered (valid) L1 map,
+  /// separable: ω_ij = a_i b_j. With WithGrad adds coeff·ω ⊙ sign(x − y) to grad
+  /// (sign 0 at 0).
+  template <bool WithGrad, class X, class Y, class G>
+  Acc weighted_l1(const SSIMConfig<Scalar>& cfg, const X& x, const Y& y, G&& grad, Scalar coeff) const {
+    const Index rows = cfg.raw_rows(), cols = cfg.raw_cols(), hw = rows * cols;
+    Acc total = 0;
+    for (Index c = 0; c < cfg.channels; ++c)
+      for (Index j = 0; j < cols; ++j) {
+        const Index at = c * hw + j * rows;
+        // (x, y may be array expressions: the difference is spelled out twice, not held by auto)
+        total += Acc(l1_b_(j)) *
+                 Acc((l1_a_.array() * (x.segment(at, rows) - y.segment(at, rows)).array().abs()).sum());
+        if constexpr (WithGrad)
+          grad.segment(at, rows).array() +=
+              (coeff * l1_b_(j)) * l1_a_.array() * (x.segment(at, rows) - y.segment(at, rows)).array().sign();
+      }
+    return total;
+  }
+
   /// The S map of channel c of image x (target y) at the first scale, in the
   /// engine's orientation: (plane_rows − window + 1)×(plane_cols − window + 1),
   /// column-major into `out`. Uses slot 0 (prepare with threads = 1).
@@ -265,6 +289,25 @@ class SSIMEngine {
   SSIMWindow kind_ = SSIMWindow::Gaussian;
   bool symmetric_ = true;
   Vector taps_, flipped_, workspace_;
+  Index l1_window_ = 0;
+  double l1_sigma_ = 0;
+  Vector l1_taps_, l1_a_, l1_b_;
+
+  // ω's factors along each axis: the adjoint of the valid L1 filter applied
+  // to the constant 1/N' (each axis's share of the mean).
+  void set_l1_weights(const SSIMConfig<Scalar>& cfg) {
+    if (cfg.l1_window == 0) return;
+    if (l1_window_ != cfg.l1_window || l1_sigma_ != cfg.l1_sigma) {
+      l1_taps_ = gaussian_window<Scalar>(cfg.l1_window, cfg.l1_sigma);
+      l1_window_ = cfg.l1_window;
+      l1_sigma_ = cfg.l1_sigma;
+    }
+    const Index rows = cfg.raw_rows(), cols = cfg.raw_cols(), rv = rows - l1_window_ + 1, cv = cols - l1_window_ + 1;
+    l1_a_.resize(rows);
+    l1_b_.resize(cols);
+    correlate_valid_adjoint(l1_taps_, Vector::Constant(rv, Scalar(1) / Scalar(rv)), l1_a_);
+    correlate_valid_adjoint(l1_taps_, Vector::Constant(cv, Scalar(1) / Scalar(cv)), l1_b_);
+  }
 
   // The normalised taps (cached; rebuilt only when the window changes) and
   // their mirror image, which the adjoint of a valid correlation uses.
@@ -341,6 +384,7 @@ class SSIMEngine {
 
   void layout(const SSIMConfig<Scalar>& cfg) {
     set_taps(cfg);
+    set_l1_weights(cfg);
     Index off = 0;
     for (int j = 0; j < cfg.scales; ++j) {
       h_[j] = j == 0 ? cfg.plane_rows() : (h_[j - 1] + 1) / 2;
@@ -799,6 +843,9 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
     cfg.custom_taps = taps.data();
     cfg.down = downsample_factor();
     cfg.nonnegative = nonnegative_ssim;
+    cfg.index_weight = Scalar(1);
+    cfg.l1_window = 0;
+    cfg.l1_sigma = 0;
     cfg.scales = 1;
     cfg.weights[0] = Scalar(1);
     cfg.pooling = OddSizePooling::ReplicateLast;
@@ -851,9 +898,17 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
 
   template <class X, class T, class G>
   Part column(const Context& context, const X& x, const T& t, Eigen::Index j, Scalar factor, G&& grad) const {
-    const Scalar upstream = -factor / Scalar(channels_);
-    const auto r = context.engine->template image<wants_grad<G>>(context.cfg, x.col(j), t.col(j), grad, upstream);
-    return {Acc(1) - r.index_sum / Acc(channels_), r.clamped ? 1 : 0};
+    const SSIMConfig<Scalar>& cfg = context.cfg;
+    const Scalar upstream = -factor * cfg.index_weight / Scalar(channels_);
+    const auto r = context.engine->template image<wants_grad<G>>(cfg, x.col(j), t.col(j), grad, upstream);
+    Acc loss = Acc(cfg.index_weight) * (Acc(1) - r.index_sum / Acc(channels_));
+    if (cfg.l1_window > 0) {
+      const Scalar l1_weight = Scalar(1) - cfg.index_weight;
+      loss += Acc(l1_weight) / Acc(channels_) *
+              context.engine->template weighted_l1<wants_grad<G>>(cfg, x.col(j), t.col(j), grad,
+                                                                  factor * l1_weight / Scalar(channels_));
+    }
+    return {loss, r.clamped ? 1 : 0};
   }
 };
 
@@ -875,15 +930,15 @@ class SSIMLoss : public detail::SSIMFamily<SSIMLoss<Scalar_>, Scalar_> {
   detail::SSIMConfig<Scalar_> config() const { return this->common_config(); }
 };
 
-/// MS-SSIM loss 1 − MS-SSIM on batches of images; see the file comment.
-template <class Scalar_>
-class MSSSIMLoss : public detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_> {
-  using Base = detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_>;
-  friend Base;
+namespace detail {
+/// What MSSSIMLoss and MSSSIML1Loss share: the scales and their weights,
+/// evaluate() with the count of clamped images.
+template <class Derived, class Scalar_>
+class MSSSIMFamily : public SSIMFamily<Derived, Scalar_> {
+  using Base = SSIMFamily<Derived, Scalar_>;
 
  public:
   using Scalar = Scalar_;
-  static constexpr const char* kName = "MSSSIMLoss";
 
   /// One exponent per scale, finest first (Wang et al. 2003); 1 to 16 scales.
   std::vector<Scalar> weights = {Scalar(0.0448), Scalar(0.2856), Scalar(0.3001), Scalar(0.2363), Scalar(0.1333)};
@@ -901,9 +956,6 @@ class MSSSIMLoss : public detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_> {
     Scalar loss = 0;                 ///< what operator() returns
     Eigen::Index clamped_images = 0;  ///< images with a non-positive scale term
   };
-
-  /// Images of `channels` planes of height×width (rows = channels·height·width).
-  MSSSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1) : Base(height, width, channels) {}
 
   template <class P, class T>
   Result evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
@@ -935,13 +987,16 @@ class MSSSIMLoss : public detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_> {
     return fit;
   }
 
- private:
+ protected:
+  MSSSIMFamily(Eigen::Index height, Eigen::Index width, Eigen::Index channels) : Base(height, width, channels) {}
+
   template <class Totals>
   static Result result(const Totals& t) {
     return {t.value(), t.sum.clamped};
   }
 
-  detail::SSIMConfig<Scalar> config() const {
+  detail::SSIMConfig<Scalar> ms_config() const {
+    const char* kName = Derived::kName;
     detail::SSIMConfig<Scalar> cfg = this->common_config();
     const std::size_t given = weights.size();
     if (given < 1 || given > std::size_t(detail::kMaxSSIMScales))
@@ -955,6 +1010,67 @@ class MSSSIMLoss : public detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_> {
     for (std::size_t j = 0; j < m; ++j) cfg.weights[j] = normalize_weights ? weights[j] / sum : weights[j];
     cfg.scales = int(m);
     cfg.pooling = pooling;
+    return cfg;
+  }
+};
+}  // namespace detail
+
+/// MS-SSIM loss 1 − MS-SSIM on batches of images; see the file comment.
+template <class Scalar_>
+class MSSSIMLoss : public detail::MSSSIMFamily<MSSSIMLoss<Scalar_>, Scalar_> {
+  using Base = detail::MSSSIMFamily<MSSSIMLoss<Scalar_>, Scalar_>;
+  friend detail::SSIMFamily<MSSSIMLoss<Scalar_>, Scalar_>;
+
+ public:
+  static constexpr const char* kName = "MSSSIMLoss";
+
+  /// Images of `channels` planes of height×width (rows = channels·height·width).
+  MSSSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1) : Base(height, width, channels) {}
+
+ private:
+  detail::SSIMConfig<Scalar_> config() const { return this->ms_config(); }
+};
+
+/// The mixed loss of Zhao, Gallo, Frosio, Kautz, "Loss Functions for Image
+/// Restoration with Neural Networks" (IEEE TCI 2017, eq. 14), per image:
+///   ℓ = α·(1 − MS-SSIM) + (1 − α)·GL1,  α = 0.84,
+///   GL1 = mean over channels of the mean of the valid map G_σ * |x − y|,
+/// G_σ the Gaussian of the largest scale, σ_G^M = 8 in the paper (its scales use
+/// σ = 0.5, 1, 2, 4, 8), `l1_window_size` = 49 taps (±3σ) by default, each
+/// built and normalised as the SSIM window. GL1 = Σ ω_p |x_p − y_p| with
+/// ω = Wᵀ(1/N') (weights summing to 1 per channel: lower near the borders);
+/// its gradient is (1 − α)·ω ⊙ sign(x − y)/channels (0 where x = y). GL1 is
+/// taken on the images as given (before `downsample`). See docs/ssim.md.
+template <class Scalar_>
+class MSSSIML1Loss : public detail::MSSSIMFamily<MSSSIML1Loss<Scalar_>, Scalar_> {
+  using Base = detail::MSSSIMFamily<MSSSIML1Loss<Scalar_>, Scalar_>;
+  friend detail::SSIMFamily<MSSSIML1Loss<Scalar_>, Scalar_>;
+
+ public:
+  using Scalar = Scalar_;
+  static constexpr const char* kName = "MSSSIML1Loss";
+
+  Scalar alpha = Scalar(0.84);           ///< weight of 1 − MS-SSIM, in [0, 1]
+  Scalar l1_sigma = Scalar(8);           ///< σ of the L1 weighting Gaussian, pixels
+  Eigen::Index l1_window_size = 49;      ///< its taps per axis (odd, at most each side)
+
+  /// Images of `channels` planes of height×width (rows = channels·height·width).
+  MSSSIML1Loss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1) : Base(height, width, channels) {}
+
+ private:
+  detail::SSIMConfig<Scalar> config() const {
+    detail::SSIMConfig<Scalar> cfg = this->ms_config();
+    if (!(alpha >= Scalar(0) && alpha <= Scalar(1)))
+      detail::fail(kName, "alpha", "must be in [0, 1], got ", alpha);
+    detail::check_positive(kName, "l1_sigma", l1_sigma);
+    if (l1_window_size < 1 || l1_window_size % 2 == 0)
+      detail::fail(kName, "l1_window_size", "must be odd and >= 1 (the window is centred), got ", l1_window_size);
+    if (l1_window_size > std::min(this->height(), this->width()))
+      detail::fail(kName, "l1_window_size", l1_window_size, " taps do not fit the ", this->height(), "x",
+                   this->width(), " image (valid filtering)");
+    cfg.index_weight = alpha;
+    cfg.l1_window = l1_window_size;
+    cfg.l1_sigma = double(l1_sigma);
     return cfg;
   }
 };
