@@ -100,6 +100,7 @@ Tensor floating(const char* fn, const char* arg, const Tensor& t, int64_t dims) 
     fail(fn, arg, "dtype ", t.scalar_type(), " does not match the loss's Scalar ", dtype_of<S>(),
          " (convert with .to(), or use a functor of that Scalar)");
   if (dims >= 0 && t.dim() != dims) fail(fn, arg, "expected a ", dims, "-D tensor, got shape ", t.sizes());
+  const at::NoGradGuard no_graph;  // the copy of a non-contiguous input is read, never differentiated
   return t.contiguous();
 }
 
@@ -169,10 +170,14 @@ struct LosskitFunction : public ::torch::autograd::Function<LosskitFunction> {
     if (at::GradMode::is_enabled())
       fail("torch", "backward", "double backward (create_graph = true) is not supported by losskit's losses");
     const ::torch::autograd::variable_list grads = ctx->get_saved_variables();
+    // grad_output 1 (loss.backward()): the saved gradient itself, without a
+    // copy; autograd clones it before accumulating while the graph keeps it,
+    // and an in-place change to it is caught by the saved tensor's version check.
+    const bool unit = grad_output[0].item<double>() == 1.0;
     // One entry per forward input: the inputs, then the gradients and the value (none).
     ::torch::autograd::variable_list out(2 * grads.size() + 1);
     for (std::size_t i = 0; i < grads.size(); ++i)
-      if (ctx->needs_input_grad(i)) out[i] = grads[i] * grad_output[0];
+      if (ctx->needs_input_grad(i)) out[i] = unit ? grads[i] : grads[i] * grad_output[0];
     return out;
   }
 };

@@ -230,20 +230,22 @@ template <class S>
 void check_against_functors(double tol) {
   for (const Case& c : cases<S>()) {
     const Tensors w = leaves(c.wrt);
-    const torch::Tensor loss = c.adapter(w);
     const auto [value, grads] = c.direct();
-    INFO(c.name << " (" << (sizeof(S) == 8 ? "double" : "float") << "): adapter " << loss.item<double>()
-                << ", functor " << value);
-    CHECK(loss.dim() == 0);
-    CHECK(loss.scalar_type() == c10::CppTypeToScalarType<S>::value);
-    CHECK(lktest::rel_err(loss.item<double>(), value) <= tol);
-    // grad_output 2.5: backward must scale losskit's gradient by it.
-    const Tensors got = torch::autograd::grad({loss}, w, {torch::full({}, 2.5, loss.options())});
-    REQUIRE(got.size() == grads.size());
-    for (std::size_t i = 0; i < got.size(); ++i) {
-      INFO("gradient of input " << i);
-      CHECK(got[i].sizes() == w[i].sizes());
-      CHECK(max_rel_err(got[i], 2.5 * grads[i]) <= tol);
+    // grad_output 1 (the saved gradient as it is) and 2.5 (scaled by backward).
+    for (const double go : {1.0, 2.5}) {
+      const torch::Tensor loss = c.adapter(w);
+      INFO(c.name << " (" << (sizeof(S) == 8 ? "double" : "float") << "): adapter " << loss.item<double>()
+                  << ", functor " << value << ", grad_output " << go);
+      CHECK(loss.dim() == 0);
+      CHECK(loss.scalar_type() == c10::CppTypeToScalarType<S>::value);
+      CHECK(lktest::rel_err(loss.item<double>(), value) <= tol);
+      const Tensors got = torch::autograd::grad({loss}, w, {torch::full({}, go, loss.options())});
+      REQUIRE(got.size() == grads.size());
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        INFO("gradient of input " << i);
+        CHECK(got[i].sizes() == w[i].sizes());
+        CHECK(max_rel_err(got[i], go * grads[i]) <= tol);
+      }
     }
   }
 }
@@ -315,6 +317,26 @@ TEST_CASE("torch adapter: contiguous inputs are read in place, non-contiguous on
   CHECK(la.item<double>() == lb.item<double>());
   CHECK(torch::equal(a.grad(), b.grad()));
   CHECK(la.item<double>() > 0);
+}
+
+TEST_CASE("torch adapter: gradients accumulate over a retained graph, and the saved one is protected",
+          "[torch][adapter]") {
+  const torch::Tensor x = torch::randn({6, 4}, torch::kDouble).requires_grad_(true);
+  const torch::Tensor y = torch::tensor({0, 3, 1, 2, 3, 0}, torch::kLong);
+  const torch::Tensor once = torch::autograd::grad({lt::cross_entropy(x, y)}, {x})[0];
+  const torch::Tensor loss = lt::cross_entropy(x, y);
+  loss.backward({}, /*retain_graph=*/true);
+  loss.backward({}, /*retain_graph=*/true);
+  CHECK(torch::allclose(x.grad(), 2 * once, 0, 0));
+  x.grad().zero_();  // .grad must not alias the gradient the graph keeps
+  loss.backward();
+  CHECK(torch::equal(x.grad(), once));
+  // A gradient returned by autograd::grad is the saved one: changing it in
+  // place is caught before a second backward reads it.
+  const torch::Tensor l2 = lt::cross_entropy(x, y);
+  torch::Tensor g = torch::autograd::grad({l2}, {x}, {}, /*retain_graph=*/true)[0];
+  g.mul_(0);
+  CHECK_THROWS(torch::autograd::grad({l2}, {x}));
 }
 
 TEST_CASE("torch adapter: without grad mode only the value is computed", "[torch][adapter]") {
