@@ -3,6 +3,8 @@
 // with autograd recording, then backward). Names are the losskit benchmark's
 // name with "Torch_" after "BM_" and the same arguments, which is how
 // bench/ratios.py pairs them.
+#include <losskit/torch.hpp>
+
 #include "torch_peer.hpp"
 
 namespace {
@@ -277,6 +279,59 @@ void BM_Torch_ALDRKL_ValueGrad(benchmark::State& state) {
   lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
 }
 BENCHMARK(BM_Torch_ALDRKL_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
+
+// ---------------------------------------------------------------------------
+// The adapter (losskit/torch.hpp): losskit's functor called through
+// losskit::torch on the same tensors as the torch peers above. Its time
+// against BM_CE_* / BM_SSIM_* (the bare functor, same arguments) is the
+// adapter's own overhead (checks, the gradient tensor's allocation, the
+// autograd node and grad_output·gradient in backward); against
+// BM_Torch_CE_* / BM_Torch_SSIM_* it is what a libtorch user gains. Named
+// BM_Torch_Adapter_* so that bench/ratios.py leaves them out of its pairing.
+
+void BM_Torch_Adapter_CE_Value(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c)));
+  const losskit::CrossEntropy<float> ce;
+  torch_value(state, lkbench::as_rows(logits), [&](const torch::Tensor& x) { return losskit::torch::cross_entropy(x, y, ce); });
+  lkbench::set_throughput(state, sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_Adapter_CE_Value)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
+
+void BM_Torch_Adapter_CE_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const torch::Tensor y = lkbench::as_labels(lkbench::random_labels(n, int(c)));
+  const losskit::CrossEntropy<float> ce;
+  torch_value_grad(state, lkbench::as_rows(logits).requires_grad_(true),
+                   [&](const torch::Tensor& x) { return losskit::torch::cross_entropy(x, y, ce); });
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_Torch_Adapter_CE_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256, 4096}})->UseRealTime();
+
+// SSIM value+gradient on the images of BM_SSIM_ValueGrad (N×C×H×W).
+void BM_Torch_Adapter_SSIM_ValueGrad(benchmark::State& state) {
+  lkbench::match_torch_threads(state);
+  const int64_t n = state.range(0), c = state.range(1), h = state.range(2), w = state.range(3);
+  Eigen::MatrixXf pred = (lkbench::random_matrix<float>(c * h * w, n, 0.2, 5).array() + 0.5f).matrix();
+  Eigen::MatrixXf target = pred + lkbench::random_matrix<float>(c * h * w, n, 0.05, 6);
+  const torch::Tensor x = lkbench::as_rows(pred).view({n, c, h, w}), y = lkbench::as_rows(target).view({n, c, h, w});
+  const losskit::SSIMLoss<float> ssim(h, w, c);
+  torch_value_grad(state, x.detach().requires_grad_(true),
+                   [&](const torch::Tensor& p) { return losskit::torch::ssim_loss(p, y, ssim); });
+  const double pixels = double(n * c * h * w);
+  lkbench::set_throughput(state, 3.0 * sizeof(float) * pixels, pixels);
+}
+BENCHMARK(BM_Torch_Adapter_SSIM_ValueGrad)
+    ->ArgNames({"N", "C", "H", "W"})
+    ->Args({8, 3, 256, 256})
+    ->Args({1, 1, 1024, 1024})
+    ->Args({1, 3, 512, 768})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
