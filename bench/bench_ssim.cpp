@@ -17,11 +17,18 @@ struct Images {
   }
 };
 
-template <class Loss, bool WithGrad>
+// `configure` sets the options of the loss under test (none by default).
+struct Defaults {
+  template <class Loss>
+  void operator()(Loss&) const {}
+};
+
+template <class Loss, bool WithGrad, class Configure = Defaults>
 void run(benchmark::State& state) {
   const Eigen::Index n = state.range(0), c = state.range(1), h = state.range(2), w = state.range(3);
   const Images im(c * h * w, n);
   Loss loss(h, w, c);
+  Configure{}(loss);
   Eigen::MatrixXf grad(c * h * w, n);
   for (auto _ : state) {
     if constexpr (WithGrad) {
@@ -40,6 +47,34 @@ void BM_SSIM_ValueGrad(benchmark::State& s) { run<losskit::SSIMLoss<float>, true
 void BM_MSSSIM_Value(benchmark::State& s) { run<losskit::MSSSIMLoss<float>, false>(s); }
 void BM_MSSSIM_ValueGrad(benchmark::State& s) { run<losskit::MSSSIMLoss<float>, true>(s); }
 
+void BM_MSSSIML1_Value(benchmark::State& s) { run<losskit::MSSSIML1Loss<float>, false>(s); }
+void BM_MSSSIML1_ValueGrad(benchmark::State& s) { run<losskit::MSSSIML1Loss<float>, true>(s); }
+
+// The options of the peers (docs/ssim.md), each against BM_SSIM_ValueGrad at
+// the same size: scikit-image's defaults (uniform 7×7 window, sample
+// covariance), pytorch-msssim's nonnegative_ssim, piq's downsample (a 2×2
+// block average first at 512×768: a quarter of the pixels).
+struct SkimageDefaults {
+  template <class Loss>
+  void operator()(Loss& l) const {
+    l.window = losskit::SSIMWindow::Uniform;
+    l.window_size = 7;
+    l.sample_covariance = true;
+  }
+};
+struct Nonnegative {
+  template <class Loss>
+  void operator()(Loss& l) const { l.nonnegative_ssim = true; }
+};
+struct Downsample {
+  template <class Loss>
+  void operator()(Loss& l) const { l.downsample = true; }
+};
+void BM_SSIM_ValueGrad_Skimage(benchmark::State& s) { run<losskit::SSIMLoss<float>, true, SkimageDefaults>(s); }
+void BM_SSIM_ValueGrad_Nonnegative(benchmark::State& s) { run<losskit::SSIMLoss<float>, true, Nonnegative>(s); }
+void BM_SSIM_ValueGrad_Downsample(benchmark::State& s) { run<losskit::SSIMLoss<float>, true, Downsample>(s); }
+void BM_MSSSIM_ValueGrad_Downsample(benchmark::State& s) { run<losskit::MSSSIMLoss<float>, true, Downsample>(s); }
+
 void image_sizes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"N", "C", "H", "W"})->Args({8, 3, 256, 256})->Args({1, 1, 1024, 1024})->Args({1, 3, 512, 768});
   b->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -48,5 +83,11 @@ BENCHMARK(BM_SSIM_Value)->Apply(image_sizes);
 BENCHMARK(BM_SSIM_ValueGrad)->Apply(image_sizes);
 BENCHMARK(BM_MSSSIM_Value)->Apply(image_sizes);
 BENCHMARK(BM_MSSSIM_ValueGrad)->Apply(image_sizes);
+BENCHMARK(BM_MSSSIML1_Value)->Apply(image_sizes);
+BENCHMARK(BM_MSSSIML1_ValueGrad)->Apply(image_sizes);
+BENCHMARK(BM_SSIM_ValueGrad_Skimage)->Apply(image_sizes);
+BENCHMARK(BM_SSIM_ValueGrad_Nonnegative)->Apply(image_sizes);
+BENCHMARK(BM_SSIM_ValueGrad_Downsample)->Apply(image_sizes);
+BENCHMARK(BM_MSSSIM_ValueGrad_Downsample)->Apply(image_sizes);
 
 }  // namespace

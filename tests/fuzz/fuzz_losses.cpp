@@ -18,7 +18,7 @@
 //    differentiable there), or a ∉ [0.05, 50] (hinge-like / cancellation).
 //  - CrossEntropy with class weights > 1e6 (reported: the z-loss gradient
 //    cancels against huge weights).
-//  - MSSSIMLoss: a channel whose index is ≤ 0.05 (the clamp max(v_j, 0) and
+//  - MSSSIMLoss, MSSSIML1Loss: a channel whose index is ≤ 0.05 (the clamp max(v_j, 0) and
 //    v^w with w < 1 have unbounded slope near 0); window > 11 or extreme
 //    options, as for SSIMLoss.
 //  - CS family: kernel widths < 0.1, or data spanning more than 100 widths
@@ -31,6 +31,7 @@
 //    logits are all below ≈ −700 (every softplus underflows).
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <losskit/comp_sum.hpp>
 #include <losskit/cross_entropy.hpp>
 #include <losskit/cs_ib.hpp>
@@ -537,6 +538,21 @@ void ssim_options(Fdp& p, Loss& l) {
   if (p.ConsumeBool()) l.k2 = option(p, 1e-3, 0.1);
   if (p.ConsumeBool()) l.data_range = option(p, 0.5, 255);
   l.layout = p.ConsumeBool() ? losskit::ImageLayout::RowMajor : losskit::ImageLayout::ColumnMajor;
+  switch (p.ConsumeIntegralInRange<int>(0, 3)) {
+    case 0: l.window = losskit::SSIMWindow::Uniform; break;
+    case 1: {  // 0 to 7 taps (even counts, non-positive sums and NaN/inf taps are Errors)
+      l.window = losskit::SSIMWindow::Custom;
+      const int taps = p.ConsumeIntegralInRange<int>(0, 7);
+      for (int k = 0; k < taps; ++k)
+        l.taps.push_back(p.ConsumeIntegralInRange<int>(0, 7) == 0 ? option(p, -1, 1)
+                                                                   : p.ConsumeFloatingPointInRange<double>(0.05, 1));
+      break;
+    }
+    default: l.window = losskit::SSIMWindow::Gaussian;
+  }
+  l.sample_covariance = p.ConsumeIntegralInRange<int>(0, 3) == 0;
+  l.downsample = p.ConsumeIntegralInRange<int>(0, 3) == 0;
+  l.nonnegative_ssim = p.ConsumeIntegralInRange<int>(0, 3) == 0;
 }
 
 template <class Loss>
@@ -544,23 +560,37 @@ void show_sizes_and_options(Index height, Index width, Index channels, const Los
   show_value("height", double(height)), show_value("width", double(width)), show_value("channels", double(channels));
   show_value("window_size", double(l.window_size)), show_value("sigma", l.sigma), show_value("k1", l.k1);
   show_value("k2", l.k2), show_value("data_range", l.data_range);
+  show_value("window (0 Gaussian, 1 Uniform, 2 Custom)", double(int(l.window)));
+  for (double tap : l.taps) show_value("tap", tap);
+  show_value("sample_covariance", l.sample_covariance), show_value("downsample", l.downsample);
+  show_value("nonnegative_ssim", l.nonnegative_ssim);
 }
 
+// (Custom taps are moderate when all are positive: mixed signs make the
+// "variance" W(X²) − μ² an indefinite form, so SSIM leaves [−1, 1].)
 template <class Loss>
 bool ssim_options_moderate(const Loss& l) {
+  bool positive_taps = true;
+  for (double tap : l.taps) positive_taps = positive_taps && tap > 0;
   return l.window_size <= 11 && l.sigma >= 0.3 && l.sigma <= 5 && l.k1 >= 1e-3 && l.k1 <= 1 && l.k2 >= 1e-3 &&
-         l.k2 <= 1 && l.data_range >= 0.5 && l.data_range <= 1e3;
+         l.k2 <= 1 && l.data_range >= 0.5 && l.data_range <= 1e3 &&
+         (l.window != losskit::SSIMWindow::Custom || positive_taps);
 }
 
 template <class LossF, class Loss>
 void copy_ssim_options(LossF& f, const Loss& l) {
   f.reduction = l.reduction;
   f.window_size = l.window_size;
-  f.sigma = float(l.sigma);
-  f.k1 = float(l.k1);
-  f.k2 = float(l.k2);
-  f.data_range = float(l.data_range);
+  f.sigma = decltype(f.sigma)(l.sigma);
+  f.k1 = decltype(f.k1)(l.k1);
+  f.k2 = decltype(f.k2)(l.k2);
+  f.data_range = decltype(f.data_range)(l.data_range);
   f.layout = l.layout;
+  f.window = l.window;
+  f.taps.assign(l.taps.begin(), l.taps.end());
+  f.sample_covariance = l.sample_covariance;
+  f.downsample = l.downsample;
+  f.nonnegative_ssim = l.nonnegative_ssim;
 }
 
 void fuzz_ssim(Fdp& p) {
@@ -604,14 +634,18 @@ void fuzz_ssim(Fdp& p) {
   }
 }
 
-void fuzz_ms_ssim(Fdp& p) {
+// MSSSIMLoss, and MSSSIML1Loss with its own options drawn too.
+template <template <class> class MS>
+void fuzz_ms_family(Fdp& p) {
+  constexpr bool kMixed = std::is_same<MS<double>, losskit::MSSSIML1Loss<double>>::value;
+  const char* name = MS<double>::kName;
   const bool finite = p.ConsumeBool();
   const Index height = dim(p, 1, 20), width = dim(p, 1, 20), channels = dim(p, 1, 2), n = dim(p, 1, 2);
-  std::unique_ptr<losskit::MSSSIMLoss<double>> l;
+  std::unique_ptr<MS<double>> l;
   try {
-    l = std::make_unique<losskit::MSSSIMLoss<double>>(height, width, channels);
+    l = std::make_unique<MS<double>>(height, width, channels);
   } catch (const losskit::Error&) {
-    if (height > 0 && width > 0 && channels > 0) violation("MSSSIMLoss", "valid size rejected");
+    if (height > 0 && width > 0 && channels > 0) violation(name, "valid size rejected");
     return;
   }
   ssim_options(p, *l);
@@ -621,29 +655,43 @@ void fuzz_ms_ssim(Fdp& p) {
     l->weights.push_back(p.ConsumeIntegralInRange<int>(0, 7) == 0 ? option(p, 0.01, 1)
                                                                    : p.ConsumeFloatingPointInRange<double>(0.01, 1));
   l->normalize_weights = p.ConsumeIntegralInRange<int>(0, 3) != 0;
-  l->pooling = p.ConsumeBool() ? losskit::OddSizePooling::ReplicateLast : losskit::OddSizePooling::ZeroFirst;
+  const losskit::OddSizePooling poolings[] = {losskit::OddSizePooling::ReplicateLast, losskit::OddSizePooling::ZeroFirst,
+                                               losskit::OddSizePooling::ReplicateFirst};
+  l->pooling = poolings[p.ConsumeIntegralInRange<int>(0, 2)];
   l->fit_scales = p.ConsumeBool();
+  if constexpr (kMixed) {
+    l->alpha = p.ConsumeIntegralInRange<int>(0, 7) == 0 ? option(p, -1, 2) : p.ConsumeFloatingPointInRange<double>(0, 1);
+    l->l1_sigma = p.ConsumeBool() ? option(p, 0.3, 8) : 8.0;
+    l->l1_window_size = p.ConsumeIntegralInRange<int>(-1, 21);
+  }
   const Index rows = maybe_wrong(p, height * width * channels);
   const Mat x = matrix(p, rows, n, finite), t = matrix(p, maybe_wrong(p, rows), n, finite);
   show_sizes_and_options(height, width, channels, *l), show("x", x), show("t", t);
   for (double w : l->weights) show_value("weight", w);
-  show_value("normalize_weights", l->normalize_weights), show_value("zero_first", l->pooling == losskit::OddSizePooling::ZeroFirst);
+  show_value("normalize_weights", l->normalize_weights), show_value("pooling", double(int(l->pooling)));
+  if constexpr (kMixed)
+    show_value("alpha", l->alpha), show_value("l1_sigma", l->l1_sigma), show_value("l1_window_size", double(l->l1_window_size));
   Mat g = sentinel(rows, n);
   double v = 0;
-  if (!returns("MSSSIMLoss", [&] { v = l->value_and_gradient(x, t, g); }, [&] { (*l)(x, t); })) {
-    require_untouched("MSSSIMLoss", g, rows, n);
+  if (!returns(name, [&] { v = l->value_and_gradient(x, t, g); }, [&] { (*l)(x, t); })) {
+    require_untouched(name, g, rows, n);
     return;
   }
-  require_same_value("MSSSIMLoss", v, (*l)(x, t));
+  require_same_value(name, v, (*l)(x, t));
   const Vec ps = l->per_sample(x, t);
   if (x.allFinite() && t.allFinite() && (!std::isfinite(v) || !all_finite(g) || !ps.allFinite()))
-    violation("MSSSIMLoss", "non-finite result for finite input");
-  losskit::MSSSIMLoss<float> lf(height, width, channels);
+    violation(name, "non-finite result for finite input");
+  MS<float> lf(height, width, channels);
   copy_ssim_options(lf, *l);
   lf.weights.assign(l->weights.begin(), l->weights.end());
   lf.normalize_weights = l->normalize_weights;
   lf.pooling = l->pooling;
   lf.fit_scales = l->fit_scales;
+  if constexpr (kMixed) {
+    lf.alpha = float(l->alpha);
+    lf.l1_sigma = float(l->l1_sigma);
+    lf.l1_window_size = l->l1_window_size;
+  }
   double weight_sum = 0;
   for (double w : l->weights) weight_sum += w;
   // Unnormalised huge exponents magnify round-off in v_j (float vs double).
@@ -651,20 +699,15 @@ void fuzz_ms_ssim(Fdp& p) {
     float_may_throw([&] { lf(x.cast<float>(), t.cast<float>()); });
     return;
   }
-  require_float_close("MSSSIMLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-2);
+  require_float_close(kMixed ? "MSSSIML1Loss<float>" : "MSSSIMLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-2);
   // Each scale's term v_j of each channel, to skip points near the clamp
   // max(v_j, 0) (where v^w, w < 1, also has unbounded slope): with exponent
   // 1 at scale j and 1e-9 elsewhere (unnormalised) the index is v_j·(1 + O(1e-9·log)),
   // or 0 if any v_i <= 0.
   losskit::MSSSIMLoss<double> one(height, width, 1);
-  one.window_size = l->window_size;
-  one.sigma = l->sigma;
-  one.k1 = l->k1;
-  one.k2 = l->k2;
-  one.data_range = l->data_range;
+  copy_ssim_options(one, *l);
   one.normalize_weights = false;
   one.pooling = l->pooling;
-  one.layout = l->layout;
   one.fit_scales = l->fit_scales;
   const Index plane = height * width;
   for (std::size_t j = 0; j < l->weights.size(); ++j) {
@@ -674,7 +717,7 @@ void fuzz_ms_ssim(Fdp& p) {
       for (Index ch = 0; ch < channels; ++ch)
         if (!(one.index(x.block(ch * plane, i, plane, 1), t.block(ch * plane, i, plane, 1))(0) > 0.05)) return;
   }
-  check_direction("MSSSIMLoss", [&](const Mat& q) { return (*l)(q, t); }, x, g, 1e-3);
+  check_direction(name, [&](const Mat& q) { return (*l)(q, t); }, x, g, 1e-3);
 }
 
 // ---- CS-IB family -------------------------------------------------------------------------------
@@ -827,7 +870,7 @@ void fuzz_cs_ib(Fdp& p) {
 }
 
 using Target = void (*)(Fdp&);
-const Target kTargets[] = {fuzz_mse, fuzz_cross_entropy, fuzz_bce, fuzz_comp_sum, fuzz_smooth_adversarial, fuzz_ldrkl, fuzz_aldrkl, fuzz_z_loss, fuzz_factored_layer, fuzz_ssim, fuzz_ms_ssim, fuzz_cs_divergence, fuzz_cs_mi, fuzz_cs_ib};
+const Target kTargets[] = {fuzz_mse, fuzz_cross_entropy, fuzz_bce, fuzz_comp_sum, fuzz_smooth_adversarial, fuzz_ldrkl, fuzz_aldrkl, fuzz_z_loss, fuzz_factored_layer, fuzz_ssim, fuzz_ms_family<losskit::MSSSIMLoss>, fuzz_cs_divergence, fuzz_cs_mi, fuzz_cs_ib, fuzz_ms_family<losskit::MSSSIML1Loss>};
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
