@@ -740,14 +740,10 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
   /// The index per image (mean over its channels), length N.
   template <class P, class T>
   Vector index(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    require_scalar<Scalar, P>();
-    const eval_t<P> x(pred.derived());
-    const eval_t<T> t(target.derived());
-    const Context context = prepare(x, t);
-    Vector out(x.cols());
-    column_for(x.cols(), column_work(x), [&](Eigen::Index j) {
-      const auto r = context.engine->template image<false>(context.cfg, x.col(j), t.col(j), NoGrad{}, Scalar(0));
-      out(j) = Scalar(r.index_sum / Acc(channels_));
+    Vector out(pred.cols());
+    each_image(pred, target, [&](auto& engine, const auto& cfg, const auto& x, const auto& t, Eigen::Index j) {
+      out(j) = Scalar(engine.template image<false>(cfg, x.col(j), t.col(j), NoGrad{}, Scalar(0)).index_sum /
+                      Acc(channels_));
     });
     return out;
   }
@@ -755,14 +751,9 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
   /// The index of each channel of each image: channels×N (column j image j).
   template <class P, class T>
   Matrix channel_index(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    require_scalar<Scalar, P>();
-    const eval_t<P> x(pred.derived());
-    const eval_t<T> t(target.derived());
-    const Context context = prepare(x, t);
-    Matrix out(channels_, x.cols());
-    column_for(x.cols(), column_work(x), [&](Eigen::Index j) {
-      context.engine->template image<false>(context.cfg, x.col(j), t.col(j), NoGrad{}, Scalar(0),
-                                            out.col(j).data());
+    Matrix out(channels_, pred.cols());
+    each_image(pred, target, [&](auto& engine, const auto& cfg, const auto& x, const auto& t, Eigen::Index j) {
+      engine.template image<false>(cfg, x.col(j), t.col(j), NoGrad{}, Scalar(0), out.col(j).data());
     });
     return out;
   }
@@ -797,6 +788,18 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
 
  protected:
   using Acc = acc_t<Scalar>;
+
+  /// index() and channel_index(): checks and evaluates the inputs once, then
+  /// calls body(engine, cfg, x, t, j) for every image j (in parallel over
+  /// images when compiled with OpenMP).
+  template <class P, class T, class Body>
+  void each_image(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target, Body&& body) const {
+    require_scalar<Scalar, P>();
+    const eval_t<P> x(pred.derived());
+    const eval_t<T> t(target.derived());
+    const Context context = prepare(x, t);
+    column_for(x.cols(), column_work(x), [&](Eigen::Index j) { body(*context.engine, context.cfg, x, t, j); });
+  }
 
   /// ℓ_j and whether image j had a clamped MS-SSIM term; a weighted sum
   /// scales the loss, never the count.
