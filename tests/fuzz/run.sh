@@ -1,9 +1,9 @@
 #!/bin/sh
 # Builds losskit's libFuzzer harness with clang (ASan + UBSan) and runs a
 # bounded campaign: RUNS executions per target (default 20000), JOBS targets
-# at a time (default 2). About 4 minutes on 2 cores at the default (the
-# build takes half of it).
-# Usage: sh tests/fuzz/run.sh [RUNS] [JOBS]
+# at a time (default 2), each target stopped after SECONDS (default 60) if
+# its RUNS are not done by then (the slow CS-IB targets on a loaded machine).
+# Usage: sh tests/fuzz/run.sh [RUNS] [JOBS] [SECONDS]
 # Replaying a finding: LOSSKIT_FUZZ_TARGET=<i> LOSSKIT_FUZZ_VERBOSE=1 build/fuzz/losskit_fuzz <crash file>
 # prints the drawn shapes, options and data.
 set -eu
@@ -12,6 +12,7 @@ root=$(cd "$here/../.." && pwd)
 out="$root/build/fuzz"
 runs=${1:-20000}
 jobs=${2:-2}
+seconds=${3:-60}
 mkdir -p "$out"
 CXX=${CXX_FUZZ:-clang++-14}
 command -v "$CXX" >/dev/null || CXX=clang++
@@ -24,15 +25,15 @@ targets=$(grep -o 'kTargets\[\] = {[^}]*}' "$here/fuzz_losses.cpp" | tr ',' '\n'
 order=$(i=$((targets - 1)); while [ "$i" -ge 0 ]; do echo "$i"; i=$((i - 1)); done)
 status=0
 printf '%s\n' $order | xargs -P "$jobs" -I{} sh -c '
-  i=$1; out=$2; runs=$3
+  i=$1; out=$2; runs=$3; seconds=$4
   mkdir -p "$out/corpus$i"
-  if LOSSKIT_FUZZ_TARGET=$i "$out/losskit_fuzz" -runs="$runs" -max_len=4096 -seed=$((i + 1)) \
+  if LOSSKIT_FUZZ_TARGET=$i "$out/losskit_fuzz" -runs="$runs" -max_total_time="$seconds" -max_len=4096 -seed=$((i + 1)) \
       -print_final_stats=1 -artifact_prefix="$out/crash$i-" "$out/corpus$i" >"$out/log$i.txt" 2>&1; then
     echo "== fuzz target $i: $(grep -o "number_of_executed_units: [0-9]*" "$out/log$i.txt")"
   else
     tail -n 40 "$out/log$i.txt"
     echo "== fuzz target $i FAILED (log: $out/log$i.txt)"
     exit 1
-  fi' sh {} "$out" "$runs" || status=1
+  fi' sh {} "$out" "$runs" "$seconds" || status=1
 [ "$status" -eq 0 ] || { echo "== fuzzing: findings (see the FAILED lines above)"; exit 1; }
-echo "== fuzzing done: $targets targets x $runs runs, no findings"
+echo "== fuzzing done: $targets targets x up to $runs runs (at most ${seconds}s each), no findings"
