@@ -61,8 +61,9 @@ void BM_ReferenceExpColumns(benchmark::State& state) {
   lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
 }
 
+// (32000×65536 would be 8 GiB per array: left out.)
 void exp_shapes(benchmark::internal::Benchmark* b) {
-  b->ArgsProduct({{10, 100, 1000, 32000}, {256, 4096, 65536}})->UseRealTime();
+  b->ArgsProduct({{10, 100, 1000}, {256, 4096, 65536}})->ArgsProduct({{32000}, {256, 4096}})->UseRealTime();
 }
 BENCHMARK(BM_ReferenceExp)->Apply(exp_shapes);
 BENCHMARK(BM_ReferenceExpColumns)->Apply(exp_shapes);
