@@ -307,7 +307,8 @@ class Column {
     using std::exp;
     Moments<Acc> m;
     const Scalar e_y = exp(-zmax_ * inv);
-    blocks(e_out, [&](Eigen::Index start, Eigen::Index len, auto&& e) { m.s0 += raw_block_exp(start, len, inv, e_y, e); });
+    blocks(e_out,
+           [&](Eigen::Index start, Eigen::Index len, auto&& e) { m.s0 += raw_block_exp(start, len, inv, e_y, e); });
     return m;
   }
 
@@ -826,7 +827,8 @@ class ALDRKL : public detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_> {
                   State& state, const G& grad) const {
     detail::require_scalar<Scalar, P>();
     if constexpr (detail::wants_grad<G>)
-      static_assert(std::is_same<typename G::Scalar, Scalar>::value, "losskit: the gradient output must have the loss's Scalar");
+      static_assert(std::is_same<typename G::Scalar, Scalar>::value,
+                    "losskit: the gradient output must have the loss's Scalar");
     const detail::eval_t<P> x(logits.derived());
     const detail::eval_t<L> y(labels.derived());
     const detail::eval_t<I> id(ids.derived());
