@@ -7,6 +7,7 @@
 
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "sample_weight_checks.hpp"
@@ -1036,5 +1037,35 @@ TEST_CASE("Stateful ALDRKL allocates nothing once the state has seen the batch s
     const float v = aldr.value_and_gradient(s, y, ids, state, g);
     CHECK(counter.count() == 0);
     CHECK(std::isfinite(v));
+  }
+}
+
+TEST_CASE("Stateful ALDRKL: one const functor, concurrent calls each with its own state", "[ldr][aldr][state][concurrency]") {
+  // The functor's const calls may run concurrently; a state is per caller.
+  const Eigen::MatrixXd s = lktest::normal(30, 12, 2.0);
+  const Eigen::VectorXi y = lktest::labels(12, 30), ids = Eigen::VectorXi::LinSpaced(12, 11, 0);
+  ALDRKL<double> aldr;
+  aldr.logit_scaling = LogitScaling::MeanAbs;
+  losskit::ALDRKLState<double> serial(12, 10.0);
+  Eigen::MatrixXd g_serial;
+  const double v1 = aldr.value_and_gradient(s, y, ids, serial, g_serial);
+  const double v2 = aldr.value_and_gradient(s, y, ids, serial, g_serial);
+  const int kThreads = 4;
+  std::vector<losskit::ALDRKLState<double>> states(kThreads, losskit::ALDRKLState<double>(12, 10.0));
+  std::vector<Eigen::MatrixXd> grads(kThreads);
+  std::vector<double> first(kThreads), second(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      first[std::size_t(t)] = aldr.value_and_gradient(s, y, ids, states[std::size_t(t)], grads[std::size_t(t)]);
+      second[std::size_t(t)] = aldr.value_and_gradient(s, y, ids, states[std::size_t(t)], grads[std::size_t(t)]);
+    });
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    INFO("thread " << t);
+    CHECK(first[std::size_t(t)] == v1);
+    CHECK(second[std::size_t(t)] == v2);
+    CHECK(grads[std::size_t(t)] == g_serial);
+    CHECK(states[std::size_t(t)].lambdas() == serial.lambdas());
   }
 }

@@ -225,8 +225,9 @@ class Column {
 
   /// Turns e (stored in `g` by moments()) into factor·∂ψ/∂logits, where
   /// ∂ψ/∂f = G = e/S0 − e_y. With a scaling f = t(s)/m, m = mean_k |t(s_k)|
-  /// (t = softplus, t' = σ, m' = σ/C; t = s, t' = 1, m' = sign(s)/C):
-  ///   ∂ψ/∂s_j = (1/m)·(t'(s_j)·G_j − C·m'(s_j)·(1/C)·Σ_k G_k f_k).
+  /// (Softplus: t = softplus, t' = σ, ∂m/∂s_j = σ(s_j)/C; MeanAbs: t = s,
+  /// t' = 1, ∂m/∂s_j = sign(s_j)/C):
+  ///   ∂ψ/∂s_j = (1/m)·(t'(s_j)·G_j − ∂m/∂s_j·Σ_k G_k f_k).
   template <class G>
   void finish_gradient(G&& g, Acc s0, Scalar factor) const {
     if (scaling_ == LogitScaling::None) {
@@ -260,7 +261,6 @@ class Column {
   /// q = (softmax(z/λ) + δ)/(1 + C·δ) (ALDRKLState's step), clamped to [0, log C].
   Acc smoothed_kl(Scalar lambda, Scalar delta) const {
     using std::exp;
-    using std::log;
     NoGrad none;
     const Acc s0 = moments<false>(lambda, none).s0;
     const Scalar inv = Scalar(1) / lambda, e_y = exp(-zmax_ * inv);
