@@ -53,19 +53,57 @@ void BM_ALDRKL_ValueGrad_Lambda0_1(benchmark::State& state) {
 }
 BENCHMARK(BM_ALDRKL_ValueGrad_Lambda0_1)->ArgsProduct({{10, 1000}, {256}})->UseRealTime();
 
-// The official code's softplus/mean normalisation: softplus costs an exp and a log1p per element.
-void BM_LDRKL_ValueGrad_Normalized(benchmark::State& state) {
+// The official code's two scalings: Softplus (softplus(s)/mean softplus: an
+// exp and a log1p per element, and the logistic for the gradient) and
+// MeanAbs (s/mean|s|: one extra pass for the mean, no transcendental).
+void BM_LDRKL_ValueGrad_Softplus(benchmark::State& state) {
   losskit::LDRKL<float> ldr;
-  ldr.normalize_logits = true;
+  ldr.logit_scaling = losskit::LogitScaling::Softplus;
   value_grad(state, ldr);
 }
-BENCHMARK(BM_LDRKL_ValueGrad_Normalized)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
+BENCHMARK(BM_LDRKL_ValueGrad_Softplus)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
 
-void BM_ALDRKL_ValueGrad_Normalized(benchmark::State& state) {
+void BM_ALDRKL_ValueGrad_Softplus(benchmark::State& state) {
   losskit::ALDRKL<float> aldr;
-  aldr.normalize_logits = true;
+  aldr.logit_scaling = losskit::LogitScaling::Softplus;
   value_grad(state, aldr);
 }
-BENCHMARK(BM_ALDRKL_ValueGrad_Normalized)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
+BENCHMARK(BM_ALDRKL_ValueGrad_Softplus)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
+
+void BM_LDRKL_ValueGrad_MeanAbs(benchmark::State& state) {
+  losskit::LDRKL<float> ldr;
+  ldr.logit_scaling = losskit::LogitScaling::MeanAbs;
+  value_grad(state, ldr);
+}
+BENCHMARK(BM_LDRKL_ValueGrad_MeanAbs)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
+
+void BM_ALDRKL_ValueGrad_MeanAbs(benchmark::State& state) {
+  losskit::ALDRKL<float> aldr;
+  aldr.logit_scaling = losskit::LogitScaling::MeanAbs;
+  value_grad(state, aldr);
+}
+BENCHMARK(BM_ALDRKL_ValueGrad_MeanAbs)->ArgsProduct({{1000, 32000}, {256}})->UseRealTime();
+
+// The stateful call as the official code runs it (MeanAbs, one fixed-point
+// step per sample from its stored λ, then the loss at the new λ): a state of
+// 16·N examples, each batch a different slice of it.
+void BM_ALDRKL_Stateful_ValueGrad_MeanAbs(benchmark::State& state) {
+  const Eigen::Index c = state.range(0), n = state.range(1);
+  const Eigen::MatrixXf logits = lkbench::random_matrix<float>(c, n, 2.0);
+  const Eigen::VectorXi labels = lkbench::random_labels(n, int(c));
+  losskit::ALDRKL<float> aldr;
+  aldr.logit_scaling = losskit::LogitScaling::MeanAbs;
+  losskit::ALDRKLState<float> lambdas(16 * n, aldr.lambda0);
+  Eigen::MatrixXf grad = Eigen::MatrixXf::Zero(c, n);
+  Eigen::VectorXi ids = Eigen::VectorXi::LinSpaced(n, 0, int(n) - 1);
+  aldr.value_and_gradient(logits, labels, ids, lambdas, grad);  // sizes the state's batch buffer
+  for (auto _ : state) {
+    ids.array() = (ids.array() + int(n)) - (ids.array() + int(n) >= int(16 * n)).cast<int>() * int(16 * n);
+    benchmark::DoNotOptimize(aldr.value_and_gradient(logits, labels, ids, lambdas, grad));
+    benchmark::ClobberMemory();
+  }
+  lkbench::set_throughput(state, 2.0 * sizeof(float) * double(c * n), double(c * n));
+}
+BENCHMARK(BM_ALDRKL_Stateful_ValueGrad_MeanAbs)->ArgsProduct({{10, 1000, 32000}, {256}})->UseRealTime();
 
 }  // namespace

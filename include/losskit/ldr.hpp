@@ -37,8 +37,9 @@
 ///   tolerance; at an exact tie ψ is a max of two branches, not differentiable).
 ///   Gradient by the envelope theorem: ∂ψ/∂f = softmax(z/λ*) − e_y (the
 ///   dependence through λ* drops out at a maximum).
-///   Solver, per sample (stateless, no per-dataset λ buffer — the paper's
-///   code keeps one λ per example and takes one fixed-point step per visit):
+///   Solver, per sample (stateless, the default; the paper's code keeps one
+///   λ per example and takes one fixed-point step per visit, which the
+///   stateful calls below reproduce):
 ///   - if (max z − min z)²/4 ≤ a·λ_lo³ (Popoviciu's bound on the variance
 ///     makes g'' ≤ 0 on all of I) g is concave and λ* is its unique
 ///     stationary point: safeguarded Newton on T(λ) − λ from λ0 inside the
@@ -54,25 +55,61 @@
 ///   At most 64 evaluations (one exp pass over the column each) per sample;
 ///   typically 2–4 in the concave case. λ* per sample: lambda_star().
 ///
-/// Optional score normalisation, `normalize_logits` (default false), as in the
-/// paper's official code (Optimization-AI/ICML2023_LDR, loss.py): the loss is
-/// computed on f = softplus(s)/mean_k softplus(s_k) (per sample, mean over
-/// classes) instead of the raw logits s. Gradient (exact chain rule):
-///   ∂ψ/∂s_j = σ(s_j)/m · (G_j − (1/C)·Σ_k G_k f_k),  G = ∂ψ/∂f,  m = mean softplus(s).
+/// Logit scaling, `logit_scaling` (LogitScaling, default None), the two
+/// options of the paper's official code (Optimization-AI/ICML2023_LDR,
+/// loss.py, ALDRLoss_V1's softplus=True / False; LDRLoss_V1 always does the
+/// first): the loss is computed on scores f instead of the raw logits s,
+/// per sample, m the mean over its C classes:
+///   Softplus  f = softplus(s)/m,  m = mean_k softplus(s_k)
+///             ∂ψ/∂s_j = σ(s_j)/m · (G_j − (1/C)·Σ_k G_k f_k),  G = ∂ψ/∂f;
+///   MeanAbs   f = s/m,  m = mean_k |s_k|  (the code's s/(‖s‖₁/C); scale-invariant)
+///             ∂ψ/∂s_j = (1/m) · (G_j − sign(s_j)·(1/C)·Σ_k G_k f_k)
+///             (sign(0) = 0, the subgradient torch's abs uses). An all-zero
+///             column (m = 0, where the code gives 0/0 = NaN) is given f ≡ 0,
+///             i.e. z = c·[k ≠ y], and a zero gradient; the gradient grows as
+///             1/m, so near-zero columns have huge gradients (infinite once
+///             1/m overflows the Scalar).
+///
+/// Stateful ALDR-KL (the official ALDRLoss_V1): ALDRKLState<S> state(M, λ0)
+/// keeps one λ per training example (all λ0 at first);
+/// aldr(logits, labels, ids, state) and
+/// aldr.value_and_gradient(logits, labels, ids, state, grad), ids an integer
+/// vector of length N in [0, M), take one fixed-point step per sample from
+/// the stored λ_old = state[ids_j]:
+///   q = (softmax(f/λ_old) + δ)/(1 + C·δ),  δ = kl_smoothing (1e-5, the code's)
+///   λ_new = λ0·(1 − KL(q, u)/(α·log C))    ∈ (λ0(1 − 1/α), λ0] for δ > 0
+/// (the softmax is of the scores f without the margin, as in the code; C = 1
+/// gives λ_new = λ0), store λ_new, and return the code's loss at the stored λ
+///   ψ_j = λ·lse_u(z/λ) − (a/2)(λ − λ0)²,  λ = state[ids_j] after the writes,
+/// with the gradient at λ held fixed (the code detaches λ):
+/// ∂ψ/∂f = softmax(z/λ) − e_y, through the scaling as above. Reduction Mean
+/// (the code's) divides by N, Sum adds; there are no weighted stateful calls.
+/// A duplicated id in one batch: every step reads the old λ, the writes are
+/// in batch order (the last sample's step is kept, as PyTorch's CPU
+/// self.Lambda[ids] = ... does) and every sample with that id is then
+/// evaluated at that stored λ, as the code reads self.Lambda[ids] back. A
+/// non-finite step (NaN logits) is not stored: the example keeps its λ. The
+/// state must have been built with the functor's lambda0, else Error; all
+/// checks (ids, state, options, shapes) run before the state or the gradient
+/// is written. The call allocates only when N exceeds every earlier batch of
+/// that state; one state must not be used by concurrent calls.
 ///
 /// Non-finite logits never throw or hang: NaN anywhere in a column, +inf on
 /// a non-target class or −inf on the target make that sample's loss and
 /// gradient NaN; −inf on a non-target class removes that class (its weight
 /// is ≈ 1e-308 rather than 0: Eigen's vectorised exp(−inf) is a denormal);
 /// +inf on the target with finite other classes gives the limit −λ·log C
-/// (LDR-KL) with a zero gradient (up to those denormals). With normalisation, a
-/// column whose softplus values all underflow to 0 (every logit below about
-/// −104 in float, −745 in double) gives NaN.
+/// (LDR-KL) with a zero gradient (up to those denormals). With Softplus
+/// scaling, a column whose softplus values all underflow to 0 (every logit
+/// below about −104 in float, −745 in double) gives NaN; with MeanAbs, any
+/// non-finite logit makes the sample's loss and gradient NaN.
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
+#include <ostream>
+#include <type_traits>
 
 #include "core/checks.hpp"
 #include "core/functor.hpp"
@@ -81,13 +118,29 @@
 #include "core/reduction.hpp"
 
 namespace losskit {
+
+/// The map from logits s to the scores f the LDR losses see (per sample,
+/// over the C classes of its column): None f = s; Softplus
+/// f = softplus(s)/mean_k softplus(s_k); MeanAbs f = s/mean_k |s_k| (the
+/// official code's two options, softplus=True / False).
+enum class LogitScaling { None, Softplus, MeanAbs };
+
+inline std::ostream& operator<<(std::ostream& os, LogitScaling s) {
+  return os << (s == LogitScaling::None ? "None" : s == LogitScaling::Softplus ? "Softplus" : "MeanAbs");
+}
+
+template <class Scalar>
+class ALDRKL;
+
 namespace detail {
 namespace ldr {
 
 /// The checks both losses make after those of their λ options.
 template <class Scalar, class X, class L>
-void check_inputs(const char* loss, Scalar margin, const X& logits, const L& labels) {
+void check_inputs(const char* loss, Scalar margin, LogitScaling scaling, const X& logits, const L& labels) {
   check_finite(loss, "margin", margin);
+  if (scaling != LogitScaling::None && scaling != LogitScaling::Softplus && scaling != LogitScaling::MeanAbs)
+    fail(loss, "logit_scaling", "is not a LogitScaling value, got ", static_cast<int>(scaling));
   check_not_empty(loss, "logits", logits);
   check_labels(loss, labels, logits.cols(), logits.rows());
 }
@@ -112,27 +165,18 @@ class Column {
   using Buffer = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, kBlock, 1>;
 
   /// need_range: also find min z (ALDR-KL's solver needs max z − min z).
-  Column(const Col& logits, Eigen::Index label, Scalar margin, bool normalize, bool need_range)
-      : s_(logits), y_(label), c_(logits.size()), normalize_(normalize) {
+  Column(const Col& logits, Eigen::Index label, Scalar margin, LogitScaling scaling, bool need_range)
+      : s_(logits), y_(label), c_(logits.size()), scaling_(scaling) {
     using std::log;
     log_c_ = log(Acc(c_));
-    if (normalize_) {
-      Acc total = 0;
-      Buffer buf;
-      for (Eigen::Index start = 0; start < c_; start += kBlock) {
-        const Eigen::Index len = std::min(kBlock, c_ - start);
-        softplus_block(start, len, buf);
-        total += static_cast<Acc>(buf.sum());
-      }
-      inv_mean_ = Scalar(Acc(c_) / total);
-    }
+    if (scaling_ != LogitScaling::None) init_scaling();
     const Scalar f_y = score(s_.coeff(y_));
     Scalar hi_score = 0;
     if (c_ == 1) {
       zmax_ = zmin_ = 0;
     } else {
-      // max/min over k ≠ y; softplus is increasing, so normalisation maps
-      // the raw extremes to the normalised ones.
+      // max/min over k ≠ y; both scalings are increasing, so they map the
+      // raw extremes to the scaled ones.
       Scalar hi = -std::numeric_limits<Scalar>::infinity(), lo = std::numeric_limits<Scalar>::infinity();
       if (y_ > 0) {
         hi = s_.head(y_).maxCoeff();
@@ -157,7 +201,8 @@ class Column {
     // shift = max over k ≠ y of the score when that is z's maximum: taken as
     // the score itself (not f_y + z_max − c, which rounds), so the arg-max
     // class gets w = 0 exactly; 1/λ would magnify the rounding.
-    shift_ = (c_ > 1 && zmax_ > Scalar(0) && zmax_ < kInf && !normalize_) ? hi_score : f_y + zmax_ - margin;
+    shift_ = (c_ > 1 && zmax_ > Scalar(0) && zmax_ < kInf && scaling_ == LogitScaling::None) ? hi_score
+                                                                                              : f_y + zmax_ - margin;
     f_y_ = f_y;
   }
 
@@ -171,7 +216,7 @@ class Column {
   template <bool Full, class E>
   Moments<Acc> moments(Scalar lambda, E& e_out) const {
     const Scalar inv = Scalar(1) / lambda;
-    if (normalize_) return scored_moments<Full>(inv, e_out);
+    if (scaling_ != LogitScaling::None) return scored_moments<Full>(inv, e_out);
     if constexpr (Full)
       return raw_moments(inv, e_out);
     else
@@ -179,31 +224,60 @@ class Column {
   }
 
   /// Turns e (stored in `g` by moments()) into factor·∂ψ/∂logits, where
-  /// ∂ψ/∂f = e/S0 − e_y.
+  /// ∂ψ/∂f = G = e/S0 − e_y. With a scaling f = t(s)/m, m = mean_k |t(s_k)|
+  /// (Softplus: t = softplus, t' = σ, ∂m/∂s_j = σ(s_j)/C; MeanAbs: t = s,
+  /// t' = 1, ∂m/∂s_j = sign(s_j)/C):
+  ///   ∂ψ/∂s_j = (1/m)·(t'(s_j)·G_j − ∂m/∂s_j·Σ_k G_k f_k).
   template <class G>
   void finish_gradient(G&& g, Acc s0, Scalar factor) const {
-    if (!normalize_) {
+    if (scaling_ == LogitScaling::None) {
       g.array() *= Scalar(Acc(factor) / s0);
       g.coeffRef(y_) -= factor;
       return;
     }
     // Σ_k G_k f_k = (Σ_k e_k f_k)/S0 − f_y.
-    Buffer f;
+    Buffer t;
     Acc ef = 0;
     for (Eigen::Index start = 0; start < c_; start += kBlock) {
       const Eigen::Index len = std::min(kBlock, c_ - start);
-      softplus_block(start, len, f);
-      ef += static_cast<Acc>((g.segment(start, len).array() * f).sum());
+      unscaled_block(start, len, t);
+      ef += static_cast<Acc>((g.segment(start, len).array() * t).sum());
     }
     const Scalar d = Scalar((ef * Acc(inv_mean_) / s0 - Acc(f_y_)) / Acc(c_));
-    const Scalar p_scale = Scalar(Acc(1) / s0), outer = factor * inv_mean_;
+    const Scalar p_scale = Scalar(Acc(1) / s0), outer = factor * pre_ * inv_mean_;
     for (Eigen::Index start = 0; start < c_; start += kBlock) {
       const Eigen::Index len = std::min(kBlock, c_ - start);
-      g.segment(start, len).array() =
-          outer * s_.segment(start, len).array().logistic() * (g.segment(start, len).array() * p_scale - d);
+      auto gs = g.segment(start, len).array();
+      if (scaling_ == LogitScaling::Softplus)
+        gs = outer * s_.segment(start, len).array().logistic() * (gs * p_scale - d);
+      else
+        gs = outer * (gs * p_scale - sign_block(start, len) * d);
     }
     const Scalar sy = s_.coeff(y_);
-    g.coeffRef(y_) -= outer * sigmoid(sy);
+    g.coeffRef(y_) -= outer * (scaling_ == LogitScaling::Softplus ? sigmoid(sy) : Scalar(1));
+  }
+
+  /// KL(q, u) of the official code's smoothed distribution
+  /// q = (softmax(z/λ) + δ)/(1 + C·δ) (ALDRKLState's step), clamped to [0, log C].
+  Acc smoothed_kl(Scalar lambda, Scalar delta) const {
+    using std::exp;
+    NoGrad none;
+    const Acc s0 = moments<false>(lambda, none).s0;
+    const Scalar inv = Scalar(1) / lambda, e_y = exp(-zmax_ * inv);
+    const Scalar p_scale = Scalar(Acc(1) / s0), q_scale = Scalar(Acc(1) / (Acc(1) + Acc(c_) * Acc(delta)));
+    const Scalar c = Scalar(c_);
+    Acc kl = 0;
+    Buffer e;
+    for (Eigen::Index start = 0; start < c_; start += kBlock) {
+      const Eigen::Index len = std::min(kBlock, c_ - start);
+      e.resize(len);
+      exp_block(start, len, inv, e_y, e);
+      e = (e * p_scale + delta) * q_scale;  // q
+      // 0·log 0 = 0 (q = 0 only with δ = 0): the log's argument is kept >= the
+      // smallest normal number, which keeps the pass vectorised (no select).
+      kl += static_cast<Acc>((e * (e * c).max(std::numeric_limits<Scalar>::min()).log()).sum());
+    }
+    return std::min(std::max(kl, Acc(0)), log_c_);
   }
 
  private:
@@ -234,7 +308,8 @@ class Column {
     using std::exp;
     Moments<Acc> m;
     const Scalar e_y = exp(-zmax_ * inv);
-    blocks(e_out, [&](Eigen::Index start, Eigen::Index len, auto&& e) { m.s0 += raw_block_exp(start, len, inv, e_y, e); });
+    blocks(e_out,
+           [&](Eigen::Index start, Eigen::Index len, auto&& e) { m.s0 += raw_block_exp(start, len, inv, e_y, e); });
     return m;
   }
 
@@ -257,6 +332,18 @@ class Column {
     m.s1 += Acc(e_y) * (Acc(-zmax_) - Acc(w_y_wrong));
     m.s2 += Acc(e_y) * (Acc(zmax_) * Acc(zmax_) - Acc(w_y_wrong) * Acc(w_y_wrong));
     return m;
+  }
+
+  // e = exp(w/λ) over one block, whatever the scaling (a second pass over
+  // e, as smoothed_kl makes).
+  void exp_block(Eigen::Index start, Eigen::Index len, Scalar inv, Scalar e_y, Buffer& e) const {
+    if (scaling_ == LogitScaling::None) {
+      raw_block_exp(start, len, inv, e_y, e);
+      return;
+    }
+    Buffer w;
+    scores_block(start, len, w);
+    e = (w * inv).exp();
   }
 
   // e = exp((s − shift)/λ) over one block with e_y = exp(−max z/λ) at the
@@ -294,15 +381,62 @@ class Column {
     return m;
   }
 
-  Scalar score(Scalar s) const { return normalize_ ? softplus(s) * inv_mean_ : s; }
+  // The scaling's mean m (as inv_mean_ = 1/m): softplus, or |s| prescaled
+  // by the power of two pre_ that brings max |s| into [1, 2), so the sum
+  // neither overflows nor loses denormal columns. MeanAbs: an all-zero
+  // column gives inv_mean_ = 0 (f ≡ 0), a non-finite logit NaN.
+  void init_scaling() {
+    if (scaling_ == LogitScaling::MeanAbs) {
+      // A NaN that maxCoeff skips still makes the total below NaN.
+      const Scalar amax = s_.cwiseAbs().maxCoeff();
+      if (amax == Scalar(0)) {
+        inv_mean_ = 0;
+        return;
+      }
+      if (!(amax < kInf)) {
+        inv_mean_ = std::numeric_limits<Scalar>::quiet_NaN();
+        return;
+      }
+      const int e = std::min(-std::ilogb(amax), std::numeric_limits<Scalar>::max_exponent - 1);
+      pre_ = std::ldexp(Scalar(1), e);
+    }
+    Acc total = 0;
+    Buffer buf;
+    for (Eigen::Index start = 0; start < c_; start += kBlock) {
+      const Eigen::Index len = std::min(kBlock, c_ - start);
+      unscaled_block(start, len, buf);
+      total += static_cast<Acc>(buf.abs().sum());
+    }
+    inv_mean_ = Scalar(Acc(c_) / total);
+  }
 
-  void softplus_block(Eigen::Index start, Eigen::Index len, Buffer& out) const {
-    out = s_.segment(start, len).array().max(Scalar(0)) + (-s_.segment(start, len).array().abs()).exp().log1p();
+  Scalar score(Scalar s) const {
+    switch (scaling_) {
+      case LogitScaling::Softplus: return softplus(s) * inv_mean_;
+      case LogitScaling::MeanAbs: return s * pre_ * inv_mean_;
+      default: return s;
+    }
+  }
+
+  // sign(s) over a block, vectorised: clamp(s·K·K, −1, 1) with K = 2^(emax − 1)
+  // is ±1 for every nonzero finite s (even the smallest denormal) and 0 at 0
+  // (Eigen's sign() is a scalar loop).
+  auto sign_block(Eigen::Index start, Eigen::Index len) const {
+    constexpr Scalar k = Scalar(1) / (std::numeric_limits<Scalar>::min() * Scalar(2));
+    return (s_.segment(start, len).array() * k * k).max(Scalar(-1)).min(Scalar(1));
+  }
+
+  // t(s) over a block: softplus(s), or pre·s (f = t·inv_mean_).
+  void unscaled_block(Eigen::Index start, Eigen::Index len, Buffer& out) const {
+    if (scaling_ == LogitScaling::Softplus)
+      out = s_.segment(start, len).array().max(Scalar(0)) + (-s_.segment(start, len).array().abs()).exp().log1p();
+    else
+      out = s_.segment(start, len).array() * pre_;
   }
 
   void scores_block(Eigen::Index start, Eigen::Index len, Buffer& w) const {
-    if (normalize_) {
-      softplus_block(start, len, w);
+    if (scaling_ != LogitScaling::None) {
+      unscaled_block(start, len, w);
       w = w * inv_mean_ - shift_;
     } else {
       w = s_.segment(start, len).array() - shift_;
@@ -314,10 +448,22 @@ class Column {
 
   const Col& s_;
   Eigen::Index y_, c_;
-  bool normalize_;
+  LogitScaling scaling_;
   Acc log_c_ = 0;
-  Scalar inv_mean_ = 1, zmax_ = 0, zmin_ = 0, shift_ = 0, f_y_ = 0;
+  Scalar inv_mean_ = 1, pre_ = 1, zmax_ = 0, zmin_ = 0, shift_ = 0, f_y_ = 0;
 };
+
+/// λ·lse_u(z/λ) of one column at a given λ; unless grad is NoGrad,
+/// factor·∂/∂logits of it into grad (LDR-KL, and ALDR-KL's stateful calls).
+template <class Scalar, class Col, class G>
+acc_t<Scalar> fixed_lambda(const Column<Scalar, Col>& col, Scalar lambda, Scalar factor, G&& grad) {
+  using std::log;
+  using Acc = acc_t<Scalar>;
+  const Moments<Acc> m = col.template moments<false>(lambda, grad);
+  if constexpr (wants_grad<G>) col.finish_gradient(grad, m.s0, factor);
+  (void)factor;
+  return Acc(col.zmax()) + Acc(lambda) * (log(m.s0) - col.log_classes());
+}
 
 /// Solves max_{λ ∈ [λ0(1 − 1/α), λ0]} g(λ) for one column (see ALDRKL).
 template <class Scalar, class Col, class E>
@@ -497,9 +643,9 @@ class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
  public:
   using Scalar = Scalar_;
 
-  Scalar lambda = Scalar(1);      ///< λ > 0: weight of the KL regulariser (softmax temperature)
-  Scalar margin = Scalar(0.1);    ///< c: added to every non-target score (the paper's experiments use 0.1)
-  bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
+  Scalar lambda = Scalar(1);    ///< λ > 0: weight of the KL regulariser (softmax temperature)
+  Scalar margin = Scalar(0.1);  ///< c: added to every non-target score (the paper's experiments use 0.1)
+  LogitScaling logit_scaling = LogitScaling::None;  ///< map from logits s to scores f (see the top of the file)
 
  private:
   using Acc = detail::acc_t<Scalar>;
@@ -510,38 +656,102 @@ class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
   template <class X, class L>
   Context prepare(const X& logits, const L& labels) const {
     detail::check_positive(kName, "lambda", lambda);
-    detail::ldr::check_inputs(kName, margin, logits, labels);
+    detail::ldr::check_inputs(kName, margin, logit_scaling, logits, labels);
     return {};
   }
 
   template <class X, class L, class G>
   Acc column(Context, const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
-    using std::log;
     const auto sc = logits.col(j);
-    const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(labels.coeff(j)), margin, normalize_logits,
+    const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(labels.coeff(j)), margin, logit_scaling,
                                                         false);
-    const detail::ldr::Moments<Acc> m = col.template moments<false>(lambda, grad);
-    if constexpr (detail::wants_grad<G>) col.finish_gradient(grad, m.s0, factor);
-    (void)factor;
-    return Acc(col.zmax()) + Acc(lambda) * (log(m.s0) - col.log_classes());
+    return detail::ldr::fixed_lambda(col, lambda, factor, grad);
   }
+};
+
+/// One λ per training example for ALDRKL's stateful calls, the official
+/// code's ALDRLoss_V1 buffer: every λ starts at lambda0, and each call
+/// `aldr(logits, labels, ids, state)` replaces λ of the batch's examples by
+/// one fixed-point step. A state is mutated by the calls that take it: one
+/// state must not be used by concurrent calls (the functor may be).
+template <class Scalar_>
+class ALDRKLState {
+ public:
+  using Scalar = Scalar_;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point<Scalar>::value, "losskit: ALDRKLState's Scalar must be float or double");
+
+  /// num_examples >= 1 examples, each λ = lambda0 (finite, > 0).
+  ALDRKLState(Eigen::Index num_examples, Scalar lambda0) : lambda0_(lambda0) {
+    if (num_examples < 1) detail::fail(kName, "num_examples", "must be >= 1, got ", num_examples);
+    detail::check_positive(kName, "lambda0", lambda0);
+    lambdas_ = Vector::Constant(num_examples, lambda0);
+  }
+
+  Eigen::Index num_examples() const { return lambdas_.size(); }
+  Scalar lambda0() const { return lambda0_; }
+  /// λ of every example (the value the last call that visited it stored).
+  const Vector& lambdas() const { return lambdas_; }
+
+  /// Restores saved λs (a checkpoint): length num_examples, each finite and > 0.
+  template <class V>
+  void set_lambdas(const Eigen::DenseBase<V>& lambdas) {
+    detail::check_vector_length(kName, "lambdas", lambdas, num_examples());
+    for (Eigen::Index i = 0; i < num_examples(); ++i) {
+      const Scalar v = lambdas.derived().coeff(i);
+      if (!(v > Scalar(0)) || !std::isfinite(v))
+        detail::fail(kName, "lambdas", "lambda ", v, " of example ", i, " must be finite and > 0");
+    }
+    lambdas_ = lambdas.derived().template cast<Scalar>();
+  }
+
+ private:
+  template <class>
+  friend class ALDRKL;
+  static constexpr const char* kName = "ALDRKLState";
+  Vector lambdas_, pending_;  // pending_: the batch's new λ before they are stored
+  Scalar lambda0_;
 };
 
 /// ALDR-KL: ψ = max_{λ ∈ [λ0(1 − 1/α), λ0]} λ·lse_u(z/λ) − (a/2)(λ − λ0)²,
 /// a = α·log C/λ0. See the top of this file for the solver and its
-/// tolerance; the calls come from detail::ColumnLoss, as for LDRKL.
+/// tolerance, and for the stateful calls (ids, ALDRKLState) that follow the
+/// official code's per-example λ instead; the stateless calls come from
+/// detail::ColumnLoss, as for LDRKL.
 template <class Scalar_>
 class ALDRKL : public detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_> {
   friend detail::ColumnLoss<ALDRKL, Scalar_>;
+  using Base = detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_>;
 
  public:
   using Scalar = Scalar_;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using State = ALDRKLState<Scalar>;
 
-  Scalar lambda0 = Scalar(10);    ///< λ0 > 0: upper end of λ's range and centre of its penalty
-  Scalar alpha = Scalar(2);       ///< α > 1: penalty strength; λ* ∈ [λ0(1 − 1/α), λ0]
-  Scalar margin = Scalar(0.1);    ///< c: added to every non-target score
-  bool normalize_logits = false;  ///< use softplus(s)/mean softplus(s) as scores (official code)
+  Scalar lambda0 = Scalar(10);  ///< λ0 > 0: upper end of λ's range and centre of its penalty
+  Scalar alpha = Scalar(2);     ///< α > 1: penalty strength; λ* ∈ [λ0(1 − 1/α), λ0]
+  Scalar margin = Scalar(0.1);  ///< c: added to every non-target score
+  LogitScaling logit_scaling = LogitScaling::None;  ///< map from logits s to scores f (see the top of the file)
+  /// δ >= 0: the stateful step's smoothing softmax + δ, renormalised (official code: 1e-5); unused otherwise.
+  Scalar kl_smoothing = Scalar(1e-5);
+
+  using Base::operator();
+  using Base::value_and_gradient;
+
+  /// Stateful call (official code): one fixed-point step of λ for each
+  /// sample's example ids(j), stored in `state`, and the loss at those λ.
+  template <class P, class L, class I>
+  Scalar operator()(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels,
+                    const Eigen::DenseBase<I>& ids, State& state) const {
+    return stateful(logits, labels, ids, state, NoGrad{});
+  }
+
+  /// The same, and its gradient with the new λ held fixed (the code detaches λ).
+  template <class P, class L, class I, class G>
+  Scalar value_and_gradient(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels,
+                            const Eigen::DenseBase<I>& ids, State& state, const Eigen::DenseBase<G>& grad) const {
+    return stateful(logits, labels, ids, state, grad);
+  }
 
   /// The per-sample maximiser λ* (diagnostics): λ* ∈ [λ0(1 − 1/α), λ0],
   /// the weight the adversarial label distribution was regularised with.
@@ -569,7 +779,7 @@ class ALDRKL : public detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_> {
     detail::check_positive(kName, "lambda0", lambda0);
     if (!(alpha > Scalar(1)) || !std::isfinite(static_cast<double>(alpha)))
       detail::fail(kName, "alpha", "must be finite and > 1 (else λ's range reaches 0), got ", alpha);
-    detail::ldr::check_inputs(kName, margin, logits, labels);
+    detail::ldr::check_inputs(kName, margin, logit_scaling, logits, labels);
     return {};
   }
 
@@ -584,12 +794,74 @@ class ALDRKL : public detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_> {
   auto solve(const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
     const auto sc = logits.col(j);
     using Col = decltype(sc);
-    const detail::ldr::Column<Scalar, Col> col(sc, Eigen::Index(labels.coeff(j)), margin, normalize_logits, true);
+    const detail::ldr::Column<Scalar, Col> col(sc, Eigen::Index(labels.coeff(j)), margin, logit_scaling, true);
     detail::ldr::AdaptiveSolver<Scalar, Col, std::remove_reference_t<G>> solver(col, lambda0, alpha, grad);
     const auto r = solver.solve();
     if constexpr (detail::wants_grad<G>) col.finish_gradient(grad, r.s0, factor);
     (void)factor;
     return r;
+  }
+
+  // Every check of a stateful call, before anything (state included) is written.
+  template <class X, class L, class I, class G>
+  void check_stateful(const X& x, const L& y, const I& ids, const State& state, const G& grad) const {
+    static_assert(std::is_integral<typename I::Scalar>::value, "losskit: ids must be an integer vector expression");
+    prepare(x, y);
+    detail::check_non_negative(kName, "kl_smoothing", kl_smoothing);
+    if (state.lambda0() != lambda0)
+      detail::fail(kName, "state", "was initialised with lambda0 = ", state.lambda0(), ", the loss has lambda0 = ",
+                   lambda0);
+    detail::check_vector_length(kName, "ids", ids, x.cols());
+    for (Eigen::Index j = 0; j < x.cols(); ++j) {
+      const long long id = static_cast<long long>(ids.coeff(j));
+      if (id < 0 || id >= static_cast<long long>(state.num_examples()))
+        detail::fail(kName, "ids", "id ", id, " at sample ", j, " is outside [0, ", state.num_examples(),
+                     ") (the state's num_examples)");
+    }
+    if constexpr (detail::wants_grad<G>) detail::check_output(kName, "grad", grad, x.rows(), x.cols());
+  }
+
+  // The official step λ ← λ0·(1 − KL(q, u)/(α·log C)), q the smoothed
+  // softmax(f/λ_old) of the scores without the margin (as the code does).
+  template <class X, class L>
+  Scalar step(const X& x, const L& y, Eigen::Index j, Scalar lambda_old) const {
+    const auto sc = x.col(j);
+    const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(y.coeff(j)), Scalar(0), logit_scaling, false);
+    if (col.classes() == 1) return lambda0;  // KL ≡ 0 (the code's 0/0)
+    const Acc kl = col.smoothed_kl(lambda_old, kl_smoothing);
+    return Scalar(Acc(lambda0) * (Acc(1) - kl / (Acc(alpha) * col.log_classes())));
+  }
+
+  template <class P, class L, class I, class G>
+  Scalar stateful(const Eigen::DenseBase<P>& logits, const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<I>& ids,
+                  State& state, const G& grad) const {
+    detail::require_scalar<Scalar, P>();
+    if constexpr (detail::wants_grad<G>)
+      static_assert(std::is_same<typename G::Scalar, Scalar>::value,
+                    "losskit: the gradient output must have the loss's Scalar");
+    const detail::eval_t<P> x(logits.derived());
+    const detail::eval_t<L> y(labels.derived());
+    const detail::eval_t<I> id(ids.derived());
+    check_stateful(x, y, id, state, grad);
+    const Eigen::Index n = x.cols();
+    auto&& g = detail::prepare_grad(kName, "grad", grad, x.rows(), n);
+    if (state.pending_.size() < n) state.pending_.resize(n);
+    // Every step reads the old λ; then the writes in batch order, so a
+    // duplicated id keeps its last sample's step (as self.Lambda[ids] = ...).
+    detail::column_for(n, x.rows(), [&](Eigen::Index j) {
+      state.pending_(j) = step(x, y, j, state.lambdas_(Eigen::Index(id.coeff(j))));
+    });
+    for (Eigen::Index j = 0; j < n; ++j)
+      if (std::isfinite(state.pending_(j))) state.lambdas_(Eigen::Index(id.coeff(j))) = state.pending_(j);
+    const Scalar factor = detail::reduction_factor<Scalar>(this->reduction, Acc(n));
+    const Acc sum = detail::column_sum<Acc>(n, x.rows(), [&](Eigen::Index j) {
+      const auto sc = x.col(j);
+      const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(y.coeff(j)), margin, logit_scaling, false);
+      const Acc lam = state.lambdas_(Eigen::Index(id.coeff(j))), a = Acc(alpha) * col.log_classes() / Acc(lambda0);
+      return detail::ldr::fixed_lambda(col, Scalar(lam), factor, g.matrix().col(j)) -
+             a / 2 * (lam - Acc(lambda0)) * (lam - Acc(lambda0));
+    });
+    return Scalar(sum * Acc(factor));
   }
 };
 

@@ -45,9 +45,13 @@ S classification() {
   total += sa(x, q, y) + sa.value_and_gradient(x, q, y, gc, ga) + sa.per_sample(x, q, y).sum();
 
   losskit::LDRKL<S> ldr;
-  ldr.normalize_logits = true;
+  ldr.logit_scaling = losskit::LogitScaling::MeanAbs;
   losskit::ALDRKL<S> aldr;
+  aldr.logit_scaling = losskit::LogitScaling::Softplus;
   total += all_three<S>(ldr, x, y) + all_three<S>(aldr, x, y) + aldr.lambda_star(x, y).sum();
+  losskit::ALDRKLState<S> state(4, aldr.lambda0);
+  total += aldr(x, y, y, state) + aldr.value_and_gradient(x, y, y, state, g) + state.lambdas().sum();
+  state.set_lambdas(state.lambdas());
 
   const losskit::ZLoss<S> z;
   const losskit::SphericalTerms<S> t = z.spherical_terms(S(1), S(2), S(0.5), 3);

@@ -27,8 +27,13 @@
 //    when Î(x;x) or Î(t;t) is near 0 (the 0/0 collapse convention).
 // Where "finite input ⇒ finite output" is not required (documented):
 //  - CompSum with τ < 1 beyond the moderate range (1/p_y overflows as the
-//    mathematical value does); LDR with normalize_logits when a column's
-//    logits are all below ≈ −700 (every softplus underflows).
+//    mathematical value does); LDR with LogitScaling::Softplus when a
+//    column's logits are all below ≈ −700 (every softplus underflows).
+//  - LDR with LogitScaling::MeanAbs: no directional check when an entry has
+//    |s| < 0.05 (|s| has a kink at 0; f = s/mean|s| is scale-invariant, so a
+//    near-zero column's gradient is huge and the fixed step is not small).
+//  - Stateful ALDRKL (ALDRKLState): the directional check is of the code's
+//    loss with the stored λ held fixed (as the code detaches λ).
 #include <cstdint>
 #include <memory>
 #include <type_traits>
@@ -280,10 +285,22 @@ void fuzz_smooth_adversarial(Fdp& p) {
 template <class Loss>
 bool ldr_finite_expected(const Loss& l, const Mat& x) {
   if (!x.allFinite()) return false;
-  if (!l.normalize_logits) return true;
+  if (l.logit_scaling != losskit::LogitScaling::Softplus) return true;
   for (Index i = 0; i < x.cols(); ++i)
     if (x.col(i).maxCoeff() < -700) return false;
   return true;
+}
+
+/// A LogitScaling, rarely an invalid value (the option check's path).
+losskit::LogitScaling logit_scaling(Fdp& p) {
+  const int k = p.ConsumeIntegralInRange<int>(0, 15);
+  return static_cast<losskit::LogitScaling>(k < 15 ? k % 3 : 3);
+}
+
+/// The directional check is meaningful (see the file comment).
+template <class Loss>
+bool ldr_smooth_at(const Loss& l, const Mat& x) {
+  return l.logit_scaling != losskit::LogitScaling::MeanAbs || x.size() == 0 || x.cwiseAbs().minCoeff() >= 0.05;
 }
 
 void fuzz_ldrkl(Fdp& p) {
@@ -295,9 +312,9 @@ void fuzz_ldrkl(Fdp& p) {
   l.reduction = reduction(p);
   l.lambda = option(p, 0.05, 5);
   l.margin = option(p, -1, 1);
-  l.normalize_logits = p.ConsumeBool();
+  l.logit_scaling = logit_scaling(p);
   show("logits", x), show("labels", y), show_value("lambda", l.lambda), show_value("margin", l.margin);
-  show_value("normalize", l.normalize_logits);
+  show_value("logit_scaling", double(l.logit_scaling));
   Mat g = sentinel(c, n);
   double v = 0;
   if (!returns("LDRKL", [&] { v = l.value_and_gradient(x, y, g); }, [&] { l(x, y); })) {
@@ -312,8 +329,8 @@ void fuzz_ldrkl(Fdp& p) {
   lf.reduction = l.reduction;
   lf.lambda = float(l.lambda);
   lf.margin = float(l.margin);
-  lf.normalize_logits = l.normalize_logits;
-  if (finite && l.lambda >= 0.05 && l.lambda <= 100 && std::abs(l.margin) <= 10) {
+  lf.logit_scaling = l.logit_scaling;
+  if (finite && l.lambda >= 0.05 && l.lambda <= 100 && std::abs(l.margin) <= 10 && ldr_smooth_at(l, x)) {
     check_direction("LDRKL", [&](const Mat& z) { return l(z, y); }, x, g);
     require_float_close("LDRKL<float>", v, [&] { return lf(x.cast<float>(), y); }, 1e-3 * 60);
   } else {
@@ -331,9 +348,9 @@ void fuzz_aldrkl(Fdp& p) {
   l.lambda0 = option(p, 0.1, 20);
   l.alpha = option(p, 1, 5);
   l.margin = option(p, -1, 1);
-  l.normalize_logits = p.ConsumeBool();
+  l.logit_scaling = logit_scaling(p);
   show("logits", x), show("labels", y), show_value("lambda0", l.lambda0), show_value("alpha", l.alpha);
-  show_value("margin", l.margin), show_value("normalize", l.normalize_logits);
+  show_value("margin", l.margin), show_value("logit_scaling", double(l.logit_scaling));
   Mat g = sentinel(c, n);
   double v = 0;
   if (!returns("ALDRKL", [&] { v = l.value_and_gradient(x, y, g); }, [&] { l(x, y); })) {
@@ -344,7 +361,7 @@ void fuzz_aldrkl(Fdp& p) {
   const Vec ps = l.per_sample(x, y), lam = l.lambda_star(x, y);
   if (ldr_finite_expected(l, x) && (!std::isfinite(v) || !all_finite(g) || !ps.allFinite()))
     violation("ALDRKL", "non-finite result for finite input");
-  if (x.allFinite() && !l.normalize_logits)
+  if (x.allFinite() && l.logit_scaling == losskit::LogitScaling::None)
     for (Index i = 0; i < n; ++i)
       if (!(lam(i) >= l.lambda0 * (1 - 1 / l.alpha) * (1 - 1e-9) && lam(i) <= l.lambda0 * (1 + 1e-9)))
         violation("ALDRKL", "lambda_star outside [lambda0(1 - 1/alpha), lambda0]");
@@ -353,8 +370,9 @@ void fuzz_aldrkl(Fdp& p) {
   lf.lambda0 = float(l.lambda0);
   lf.alpha = float(l.alpha);
   lf.margin = float(l.margin);
-  lf.normalize_logits = l.normalize_logits;
-  if (finite && l.lambda0 >= 0.05 && l.lambda0 <= 100 && l.alpha <= 100 && std::abs(l.margin) <= 10) {
+  lf.logit_scaling = l.logit_scaling;
+  if (finite && l.lambda0 >= 0.05 && l.lambda0 <= 100 && l.alpha <= 100 && std::abs(l.margin) <= 10 &&
+      ldr_smooth_at(l, x)) {
     // Small step: g(λ) may have two nearly tied maxima (ψ has a kink where
     // they swap); a step of 1e-4 relative can cross it, 1e-6 rarely does.
     check_direction("ALDRKL", [&](const Mat& z) { return l(z, y); }, x, g, 1e-3, 1e-6);
@@ -362,6 +380,86 @@ void fuzz_aldrkl(Fdp& p) {
   } else {
     float_may_throw([&] { lf(x.cast<float>(), y); });
   }
+}
+
+/// Stateful ALDRKL: a state of `examples` λ, ids sometimes out of range, the
+/// state's λ0 sometimes not the loss's; a call that throws writes neither the
+/// gradient nor the state; visited λ land in [λ0(1 − 1/α), λ0], others stay.
+void fuzz_aldrkl_state(Fdp& p) {
+  const bool finite = p.ConsumeBool();
+  const Index c = dim(p, 1, 6), n = dim(p, 1, 6), examples = dim(p, 1, 6);
+  const Mat x = matrix(p, c, n, finite);
+  const Eigen::VectorXi y = labels(p, n, c);
+  losskit::ALDRKL<double> l;
+  l.reduction = reduction(p);
+  l.lambda0 = option(p, 0.1, 20);
+  l.alpha = option(p, 1, 5);
+  l.margin = option(p, -1, 1);
+  l.logit_scaling = logit_scaling(p);
+  l.kl_smoothing = p.ConsumeBool() ? 1e-5 : option(p, 0, 0.1);
+  const double state_lambda0 = p.ConsumeIntegralInRange<int>(0, 9) == 0 ? option(p, 0.1, 20) : l.lambda0;
+  Eigen::VectorXi ids(maybe_wrong(p, n));
+  for (Index i = 0; i < ids.size(); ++i)
+    ids(i) = p.ConsumeIntegralInRange<int>(0, 19) == 0 ? (p.ConsumeBool() ? -1 : int(examples))
+                                                       : p.ConsumeIntegralInRange<int>(0, std::max(int(examples) - 1, 0));
+  show("logits", x), show("labels", y), show("ids", ids), show_value("lambda0", l.lambda0);
+  show_value("alpha", l.alpha), show_value("margin", l.margin), show_value("logit_scaling", double(l.logit_scaling));
+  show_value("kl_smoothing", l.kl_smoothing), show_value("state lambda0", state_lambda0);
+  std::unique_ptr<losskit::ALDRKLState<double>> state;
+  try {
+    state = std::make_unique<losskit::ALDRKLState<double>>(examples, state_lambda0);
+  } catch (const losskit::Error&) {
+    return;
+  }
+  losskit::ALDRKLState<double> copy = *state;
+  const Vec before = state->lambdas();
+  Mat g = sentinel(c, n);
+  double v = 0;
+  if (!returns("ALDRKL(state)", [&] { v = l.value_and_gradient(x, y, ids, *state, g); }, [&] { l(x, y, ids, copy); })) {
+    require_untouched("ALDRKL(state)", g, c, n);
+    if (state->lambdas() != before || copy.lambdas() != before) violation("ALDRKL(state)", "a call that threw wrote the state");
+    return;
+  }
+  require_same_value("ALDRKL(state)", v, l(x, y, ids, copy));
+  if (copy.lambdas() != state->lambdas()) violation("ALDRKL(state)", "operator() and value_and_gradient stored different λ");
+  const double lo = l.lambda0 * (1 - 1 / l.alpha);
+  for (Index e = 0; e < examples; ++e) {
+    const bool visited = (ids.array() == int(e)).any();
+    const double lam = state->lambdas()(e);
+    if (!visited && lam != before(e)) violation("ALDRKL(state)", "an example not in the batch changed its λ");
+    if (visited && ldr_finite_expected(l, x) && !(lam >= lo * (1 - 1e-9) && lam <= l.lambda0 * (1 + 1e-9)))
+      violation("ALDRKL(state)", "a stored λ outside [lambda0(1 - 1/alpha), lambda0]");
+  }
+  if (ldr_finite_expected(l, x) && (!std::isfinite(v) || !all_finite(g)))
+    violation("ALDRKL(state)", "non-finite result for finite input");
+  // The code's loss with the stored λ held fixed: LDR-KL at each sample's λ (the penalty is constant).
+  const auto fixed = [&](const Mat& z) {
+    double total = 0;
+    for (Index j = 0; j < n; ++j) {
+      losskit::LDRKL<double> ldr;
+      ldr.lambda = state->lambdas()(ids(j));
+      ldr.margin = l.margin;
+      ldr.logit_scaling = l.logit_scaling;
+      total += ldr.per_sample(z.col(j), y.segment(j, 1))(0);
+    }
+    return l.reduction == losskit::Reduction::Mean ? total / double(n) : total;
+  };
+  const bool moderate_options = l.lambda0 >= 0.05 && l.lambda0 <= 100 && l.alpha <= 100 && std::abs(l.margin) <= 10;
+  if (finite && moderate_options && ldr_smooth_at(l, x)) check_direction("ALDRKL(state)", fixed, x, g);
+  losskit::ALDRKL<float> lf;
+  lf.reduction = l.reduction;
+  lf.lambda0 = float(l.lambda0);
+  lf.alpha = float(l.alpha);
+  lf.margin = float(l.margin);
+  lf.logit_scaling = l.logit_scaling;
+  lf.kl_smoothing = float(l.kl_smoothing);
+  float_may_throw([&] {
+    losskit::ALDRKLState<float> sf(examples, float(state_lambda0));
+    sf.set_lambdas(before.cast<float>());
+    const float vf = lf(x.cast<float>(), y, ids, sf);
+    if (finite && moderate_options && std::abs(v) < 1e6 && !(std::abs(vf - v) <= 1e-3 * 60 * std::max(1.0, std::abs(v))))
+      violation("ALDRKL(state)<float>", "float and double disagree");
+  });
 }
 
 /// Smallest σ/(1 + max|o|) over the columns (population standard deviation).
@@ -870,7 +968,7 @@ void fuzz_cs_ib(Fdp& p) {
 }
 
 using Target = void (*)(Fdp&);
-const Target kTargets[] = {fuzz_mse, fuzz_cross_entropy, fuzz_bce, fuzz_comp_sum, fuzz_smooth_adversarial, fuzz_ldrkl, fuzz_aldrkl, fuzz_z_loss, fuzz_factored_layer, fuzz_ssim, fuzz_ms_family<losskit::MSSSIMLoss>, fuzz_cs_divergence, fuzz_cs_mi, fuzz_cs_ib, fuzz_ms_family<losskit::MSSSIML1Loss>};
+const Target kTargets[] = {fuzz_mse, fuzz_cross_entropy, fuzz_bce, fuzz_comp_sum, fuzz_smooth_adversarial, fuzz_ldrkl, fuzz_aldrkl, fuzz_z_loss, fuzz_factored_layer, fuzz_ssim, fuzz_ms_family<losskit::MSSSIMLoss>, fuzz_cs_divergence, fuzz_cs_mi, fuzz_cs_ib, fuzz_ms_family<losskit::MSSSIML1Loss>, fuzz_aldrkl_state};
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -483,9 +483,13 @@ TEST_CASE("SmoothAdversarialCompSum agrees with ℓ^τ(h) + ν·‖Δ' − Δ‖
 
 namespace {
 
-// Scores: the raw logits, or the official code's softplus(s)/mean softplus(s).
-torch::Tensor ldr_scores(const torch::Tensor& s, bool normalize) {
-  if (!normalize) return s;
+using losskit::LogitScaling;
+
+// Scores: the raw logits, or the official code's softplus(s)/mean softplus(s)
+// or s/mean|s| (its s/(‖s‖₁/C)).
+torch::Tensor ldr_scores(const torch::Tensor& s, LogitScaling scaling) {
+  if (scaling == LogitScaling::None) return s;
+  if (scaling == LogitScaling::MeanAbs) return s / s.abs().mean(1, true);
   const torch::Tensor sp = torch::softplus(s);
   return sp / sp.mean(1, true);
 }
@@ -509,22 +513,22 @@ TEST_CASE("LDRKL agrees with λ·lse_u(z/λ) in torch ops, differentiated by aut
   const Eigen::VectorXi labels = lktest::labels(n, classes);
   for (const double lambda : {0.1, 1.0, 10.0})
     for (const double margin : {0.0, 0.1})
-      for (const bool normalize : {false, true})
+      for (const LogitScaling scaling : {LogitScaling::None, LogitScaling::Softplus, LogitScaling::MeanAbs})
         for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
           losskit::LDRKL<double> ldr;
           ldr.lambda = lambda;
           ldr.margin = margin;
-          ldr.normalize_logits = normalize;
+          ldr.logit_scaling = scaling;
           ldr.reduction = r;
           Eigen::MatrixXd grad;
           const double v = ldr.value_and_gradient(logits, labels, grad);
 
           torch::Tensor s = lktorch::rows(logits, true);
-          const torch::Tensor z = ldr_z(ldr_scores(s, normalize), lktorch::labels(labels), margin);
+          const torch::Tensor z = ldr_z(ldr_scores(s, scaling), lktorch::labels(labels), margin);
           const torch::Tensor per = ldr_psi(z, torch::full({n, 1}, lambda, torch::kDouble));
           const torch::Tensor ref = r == Reduction::Mean ? per.mean() : per.sum();
           ref.backward();
-          INFO("LDRKL lambda " << lambda << ", margin " << margin << ", normalize " << normalize << ", reduction " << r);
+          INFO("LDRKL lambda " << lambda << ", margin " << margin << ", scaling " << scaling << ", reduction " << r);
           CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
           CHECK(lktest::max_rel_err(grad, lktorch::columns(s.grad()), 1e-12) < kTol);
           CHECK(lktest::max_rel_err(ldr.per_sample(logits, labels), lktorch::vector(per), 1e-12) < kTol);
@@ -542,23 +546,23 @@ TEST_CASE("ALDRKL at losskit's λ* agrees with g(λ*) and its autograd gradient,
   const Eigen::MatrixXd logits = lktest::normal(classes, n, 3.0);
   const Eigen::VectorXi labels = lktest::labels(n, classes);
   for (const double lambda0 : {0.1, 1.0, 10.0})
-    for (const bool normalize : {false, true}) {
+    for (const LogitScaling scaling : {LogitScaling::None, LogitScaling::Softplus, LogitScaling::MeanAbs}) {
       losskit::ALDRKL<double> aldr;
       aldr.lambda0 = lambda0;
       aldr.alpha = 2.0;
-      aldr.normalize_logits = normalize;
+      aldr.logit_scaling = scaling;
       Eigen::MatrixXd grad;
       const double v = aldr.value_and_gradient(logits, labels, grad);
       const Eigen::VectorXd lambda_star = aldr.lambda_star(logits, labels);
       const double a = aldr.alpha * std::log(double(classes)) / lambda0;
 
       torch::Tensor s = lktorch::rows(logits, true);
-      const torch::Tensor z = ldr_z(ldr_scores(s, normalize), lktorch::labels(labels), aldr.margin);
+      const torch::Tensor z = ldr_z(ldr_scores(s, scaling), lktorch::labels(labels), aldr.margin);
       const torch::Tensor lam = lktorch::vector(lambda_star).unsqueeze(1);
       const torch::Tensor g = ldr_psi(z, lam) - 0.5 * a * (lam.squeeze(1) - lambda0).square();
       const torch::Tensor ref = g.mean();
       ref.backward();
-      INFO("ALDRKL lambda0 " << lambda0 << ", normalize " << normalize);
+      INFO("ALDRKL lambda0 " << lambda0 << ", scaling " << scaling);
       CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
       // Small λ0 makes softmax(z/λ*) one-hot at the label for some samples:
       // their gradient is round-off (~1e-16) on both sides, so entries are
