@@ -578,11 +578,7 @@ double ref_official_width(const Eigen::MatrixXd& a) {
 // The width the functors use under OfficialCode (the engine's own routine).
 template <class Scalar>
 Scalar official_width(const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& a) {
-  losskit::detail::cs_mat<Scalar> d2;
-  losskit::detail::CSDistanceScratch<Scalar> scratch;
-  losskit::detail::CSMedianScratch<Scalar> median;
-  losskit::detail::cs_squared_distances<Scalar>(a, a, true, d2, scratch);
-  return losskit::detail::cs_official_width<Scalar>(d2, median);
+  return losskit::median_heuristic_width(a, CSWidth::OfficialCode);
 }
 
 // The inputs of tests/torch/cs_ib_official_references.py: an integer LCG, exact
@@ -858,6 +854,7 @@ TEST_CASE("width_rule: an invalid value is an Error naming it, nothing written; 
   CHECK_THROWS_AS(mi(b.t, b.x), losskit::Error);
   CHECK(lktest::untouched(gy, 1, 6));
   CHECK(lktest::untouched(gt, 4, 6));
+  CHECK_THROWS_WITH(losskit::median_heuristic_width(b.x, bad), lktest::Contains("width_rule"));
 
   const Batch big = batch(48, 8, 1, 32);
   const Eigen::MatrixXf yhat = big.yhat.cast<float>(), y = big.y.cast<float>(), t = big.t.cast<float>(),

@@ -518,18 +518,23 @@ inline void cs_check_width_rule(const char* loss, CSWidth rule) {
 
 }  // namespace detail
 
-/// The kernel width the functors use for width 0: the median of the nonzero
-/// pairwise distances between the columns of `samples` (1 if all coincide).
+/// The kernel width the functors use for width 0 under `rule`: by default the
+/// median of the nonzero pairwise distances between the columns of `samples`
+/// (1 if all coincide); CSWidth::OfficialCode: the official code's sigma=None
+/// width (see the header comment).
 template <class D>
-typename D::Scalar median_heuristic_width(const Eigen::DenseBase<D>& samples) {
+typename D::Scalar median_heuristic_width(const Eigen::DenseBase<D>& samples,
+                                          CSWidth rule = CSWidth::MedianDistance) {
   using Scalar = typename D::Scalar;
   detail::check_not_empty("median_heuristic_width", "samples", samples);
+  detail::cs_check_width_rule("median_heuristic_width", rule);
   const detail::eval_t<D> s(samples.derived());
   detail::cs_mat<Scalar> d2;
   detail::CSDistanceScratch<Scalar> scratch;
   detail::CSMedianScratch<Scalar> median;
   detail::cs_squared_distances<Scalar>(s, s, true, d2, scratch);
-  return detail::cs_median_width<Scalar>(d2, median);
+  return rule == CSWidth::OfficialCode ? detail::cs_official_width<Scalar>(d2, median)
+                                       : detail::cs_median_width<Scalar>(d2, median);
 }
 
 /// Conditional CS divergence D̂_CS(p(y|x); q(ŷ|x)) (Yu et al., ICLR 2024).
