@@ -27,7 +27,8 @@
 ///   ∂I_n/∂t = ∇Î/√(Î_xx Î_tt) − I_n·∇Î_tt/(2·Î_tt)
 ///
 /// Conventions:
-/// - Natural logarithm (the official code uses log2: divide by ln 2 to compare).
+/// - Natural logarithm (the official code uses log2: divide by ln 2 to compare;
+///   the normalised Î is the same in every base).
 /// - Width 0 (the default of every width) = median heuristic: σ = median of
 ///   the nonzero pairwise distances of that variable's samples (1 if all samples
 ///   coincide, where every width gives the same all-ones kernel). σ_y is taken from
