@@ -112,4 +112,23 @@ void BM_BCE_ValueGrad(benchmark::State& state) {
 }
 BENCHMARK(BM_BCE_ValueGrad)->ArgsProduct({{10, 1000, 32000}, {256}})->UseRealTime();
 
+// Element weight (PyTorch's weight): D×1 (broadcast) and D×N (one more D×N
+// read), no pos_weight; runs the column path. Against BM_BCE_ValueGrad and the
+// unweighted flat path of BM_BCE_Value's shapes.
+void BM_BCE_ValueGrad_Weight(benchmark::State& state) {
+  const Eigen::Index d = state.range(0), n = state.range(1);
+  const bool per_element = state.range(2) != 0;
+  const Eigen::MatrixXf logits = lkbench::random_matrix<float>(d, n, 3.0);
+  const Eigen::MatrixXf targets = (lkbench::random_matrix<float>(d, n, 1.0, 4).array() > 0.0f).cast<float>();
+  Eigen::MatrixXf grad = Eigen::MatrixXf::Zero(d, n);
+  losskit::BinaryCrossEntropyWithLogits<float> bce;
+  bce.weight = (lkbench::random_matrix<float>(d, per_element ? n : 1, 1.0, 5).array().abs() + 0.5f).matrix();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(bce.value_and_gradient(logits, targets, grad));
+    benchmark::ClobberMemory();
+  }
+  lkbench::set_throughput(state, (per_element ? 4.0 : 3.0) * sizeof(float) * double(d * n), double(d * n));
+}
+BENCHMARK(BM_BCE_ValueGrad_Weight)->ArgsProduct({{10, 1000, 32000}, {256}, {0, 1}})->UseRealTime();
+
 }  // namespace

@@ -68,6 +68,23 @@ void BM_CSIB_ValueGrad_FixedWidths(benchmark::State& state) {
 }
 BENCHMARK(BM_CSIB_ValueGrad_FixedWidths)->Arg(128)->Arg(512)->Arg(2048)->Complexity(benchmark::oNSquared)->UseRealTime();
 
+// width_rule = OfficialCode: the official code's sigma=None widths for the three
+// variables, read off the same N×N distances by the same selection (against
+// BM_CSIB_ValueGrad: the cost of the rule against the median heuristic).
+void BM_CSIB_ValueGrad_OfficialWidths(benchmark::State& state) {
+  const Eigen::Index n = state.range(0);
+  const Inputs in(n);
+  losskit::CSIB<float> ib;
+  ib.width_rule = losskit::CSWidth::OfficialCode;
+  Eigen::MatrixXf grad_yhat(kDy, n), grad_t(kDt, n);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(ib.value_and_gradient(in.yhat, in.y, in.t, in.x, grad_yhat, grad_t));
+    benchmark::ClobberMemory();
+  }
+  finish(state, n);
+}
+BENCHMARK(BM_CSIB_ValueGrad_OfficialWidths)->Arg(128)->Arg(512)->Arg(2048)->Complexity(benchmark::oNSquared)->UseRealTime();
+
 // The prediction term alone: conditional CS divergence and ∂/∂ŷ.
 void BM_CSDivergence_ValueGrad(benchmark::State& state) {
   const Eigen::Index n = state.range(0);

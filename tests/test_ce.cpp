@@ -5,6 +5,9 @@
 #include <losskit/cross_entropy.hpp>
 #include <losskit/gradcheck.hpp>
 
+#include <sstream>
+#include <utility>
+
 #include "test_util.hpp"
 
 using losskit::BinaryCrossEntropyWithLogits;
@@ -722,4 +725,180 @@ TEST_CASE("BinaryCrossEntropyWithLogits allocates nothing with a presized gradie
   const float v = bce.value_and_gradient(x, t, g);
   CHECK(counter.count() == 0);
   CHECK(std::isfinite(v));
+}
+
+// ---------------------------------------------------------------- BCE element weights
+
+namespace {
+// PyTorch's weighted, unreduced BCE summed per sample: Σ_d u_{d,i}·ℓ(x_{d,i}, t_{d,i}; w_p,d),
+// in long double from the naive formula (u of one column broadcasts over the samples).
+Eigen::Matrix<long double, Eigen::Dynamic, 1> ref_bce_columns(const Eigen::MatrixXd& x, const Eigen::MatrixXd& t,
+                                                              const Eigen::MatrixXd& u, const Eigen::VectorXd& wp) {
+  Eigen::Matrix<long double, Eigen::Dynamic, 1> col = Eigen::Matrix<long double, Eigen::Dynamic, 1>::Zero(x.cols());
+  for (Eigen::Index j = 0; j < x.cols(); ++j)
+    for (Eigen::Index d = 0; d < x.rows(); ++d) {
+      const long double ud = u.cols() == 1 ? u(d, 0) : u(d, j);
+      col(j) += ud * ref_bce(x(d, j), t(d, j), wp.size() ? wp(d) : 1.0);
+    }
+  return col;
+}
+}  // namespace
+
+TEST_CASE("BCE element weight: Mean/Sum/per_sample/sample weights against PyTorch's formula in long double",
+          "[ce][bce][weight]") {
+  const Eigen::Index D = 3, N = 5;
+  const Eigen::MatrixXd x = lktest::normal(D, N, 4.0), t = lktest::uniform(D, N);
+  const Eigen::VectorXd wp = (Eigen::VectorXd(3) << 0.5, 1.0, 3.0).finished();
+  Eigen::MatrixXd per_element = lktest::uniform(D, N, 0.0, 2.0);
+  per_element(1, 2) = 0;  // a zero weight counts as an element that adds nothing
+  const Eigen::MatrixXd per_output = (Eigen::MatrixXd(3, 1) << 0.25, 2.0, 0.0).finished();
+  Eigen::VectorXd s = lktest::uniform(N, 1, 0.1, 3.0);
+  s(3) = 0;
+  for (const Eigen::MatrixXd* u : {&per_output, static_cast<const Eigen::MatrixXd*>(&per_element)})
+    for (bool positive : {false, true}) {
+      BinaryCrossEntropyWithLogits<double> bce;
+      bce.weight = *u;
+      if (positive) bce.pos_weight = wp;
+      const auto cols = ref_bce_columns(x, t, *u, positive ? wp : Eigen::VectorXd());
+      long double total = 0, weighted = 0, s_total = 0;
+      for (Eigen::Index j = 0; j < N; ++j) {
+        total += cols(j);
+        weighted += s(j) * cols(j);
+        s_total += s(j);
+      }
+      INFO("weight " << u->rows() << "x" << u->cols() << ", pos_weight " << positive);
+      // PyTorch's mean is over elements of the weighted loss: u is not in the denominator.
+      CHECK(lktest::rel_err(bce(x, t), double(total / (D * N))) < 1e-13);
+      CHECK(lktest::max_rel_err(bce.per_sample(x, t), (cols / D).cast<double>()) < 1e-13);
+      // losskit's contract: Mean = Σ s_i ℓ_i / Σ s_i n_i, n_i = D.
+      CHECK(lktest::rel_err(bce(x, t, s), double(weighted / (D * s_total))) < 1e-13);
+      bce.reduction = Reduction::Sum;
+      CHECK(lktest::rel_err(bce(x, t), double(total)) < 1e-13);
+      CHECK(lktest::rel_err(bce(x, t, s), double(weighted)) < 1e-13);
+    }
+}
+
+TEST_CASE("BCE element weight: a braced list is a D×1 weight; all ones equals no weight", "[ce][bce][weight][options]") {
+  const Eigen::MatrixXd x = lktest::normal(3, 700), t = lktest::uniform(3, 700);  // > one flat chunk
+  BinaryCrossEntropyWithLogits<double> listed, matrix, ones, none;
+  listed.weight = {0.5, 1.0, 2.0};
+  CHECK(listed.weight.rows() == 3);
+  CHECK(listed.weight.cols() == 1);
+  matrix.weight = Eigen::Vector3d(0.5, 1.0, 2.0);
+  ones.weight = Eigen::MatrixXd::Ones(3, 700);
+  Eigen::MatrixXd gl, gm, go, gn;
+  CHECK(listed.value_and_gradient(x, t, gl) == matrix.value_and_gradient(x, t, gm));
+  CHECK(gl == gm);
+  // The column path with u = 1 against the flat path without a weight.
+  CHECK(ones.value_and_gradient(x, t, go) == Approx(none.value_and_gradient(x, t, gn)).epsilon(1e-14));
+  // The same formula, vectorised over other packets: rounding-level differences (relative to
+  // the gradient's scale; an entry where σ(x) ≈ t is a cancellation either way).
+  INFO("max |go - gn| " << (go - gn).cwiseAbs().maxCoeff() << " of max |gn| " << gn.cwiseAbs().maxCoeff());
+  CHECK((go - gn).cwiseAbs().maxCoeff() <= 1e-15 * gn.cwiseAbs().maxCoeff());
+  listed.weight = {};  // the empty list: no weight
+  CHECK(listed.weight.size() == 0);
+  CHECK(listed(x, t) == none(x, t));
+}
+
+TEST_CASE("BCE element weight: gradients pass the finite-difference check", "[ce][bce][weight][gradient]") {
+  Eigen::MatrixXd x = lktest::normal(4, 6, 3.0);
+  x(1, 0) = 40.0;
+  x(2, 0) = -40.0;
+  const Eigen::MatrixXd t = lktest::uniform(4, 6);
+  Eigen::MatrixXd per_element = lktest::uniform(4, 6, 0.0, 3.0);
+  per_element(0, 1) = 0;
+  const Eigen::MatrixXd per_output = (Eigen::MatrixXd(4, 1) << 0.3, 0.0, 1.5, 4.0).finished();
+  Eigen::VectorXd s = lktest::uniform(6, 1, 0.1, 3.0);
+  s(2) = 0;
+  for (const Eigen::MatrixXd* u : {&per_output, static_cast<const Eigen::MatrixXd*>(&per_element)})
+    for (bool positive : {false, true})
+      for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+        BinaryCrossEntropyWithLogits<double> bce;
+        bce.reduction = r;
+        bce.weight = *u;
+        if (positive) bce.pos_weight = (Eigen::VectorXd(4) << 0.0, 0.5, 2.0, 7.0).finished();
+        Eigen::MatrixXd g, gs;
+        CHECK(bce.value_and_gradient(x, t, g) == Approx(bce(x, t)).epsilon(1e-15));
+        CHECK(bce.value_and_gradient(x, t, s, gs) == Approx(bce(x, t, s)).epsilon(1e-15));
+        INFO("weight " << u->cols() << " columns, pos_weight " << positive << ", reduction " << r);
+        expect_gradient("BCE weight", [&](const Eigen::MatrixXd& z) { return bce(z, t); }, x, g);
+        expect_gradient("BCE weight + sample weights", [&](const Eigen::MatrixXd& z) { return bce(z, t, s); }, x,
+                        gs);
+        CHECK(gs.col(2).isZero(0));
+      }
+}
+
+TEST_CASE("BCE element weight: a zero weight drops an infinite or NaN element", "[ce][bce][weight][nonfinite]") {
+  Eigen::MatrixXd x(3, 2), t(3, 2), u(3, 2);
+  x << kInf, 0.5, -kInf, kNaN, 1.0, -2.0;
+  t << 0.0, 0.5, 1.0, 0.5, 0.25, 1.0;
+  u << 0.0, 1.0, 0.0, 0.0, 2.0, 0.5;
+  BinaryCrossEntropyWithLogits<double> bce;
+  bce.reduction = Reduction::Sum;
+  bce.weight = u;
+  Eigen::MatrixXd g;
+  const double v = bce.value_and_gradient(x, t, g);
+  // Left: element (2,0) u=2, x=1, t=0.25; (0,1) u=1, x=0.5, t=0.5; (2,1) u=0.5, x=−2, t=1.
+  const double ref = double(2 * ref_bce(1.0, 0.25, 1) + ref_bce(0.5, 0.5, 1) + 0.5 * ref_bce(-2.0, 1.0, 1));
+  CHECK(v == Approx(ref).epsilon(1e-14));
+  CHECK(g(0, 0) == 0.0);
+  CHECK(g(1, 0) == 0.0);
+  CHECK(g(1, 1) == 0.0);
+  CHECK(g(2, 0) == Approx(2 * (1 / (1 + std::exp(-1.0)) - 0.25)).epsilon(1e-14));  // u·(σ(x) − t)
+  // A weight that is not 0 keeps PyTorch-style propagation of a NaN logit.
+  u(1, 1) = 1.0;
+  bce.weight = u;
+  CHECK(std::isnan(bce(x, t)));
+}
+
+TEST_CASE("BCE element weight in float agrees with double; no allocation", "[ce][bce][weight][float][alloc]") {
+  const Eigen::MatrixXf x = lktest::normal<float>(100, 300, 5.0), t = lktest::uniform<float>(100, 300);
+  BinaryCrossEntropyWithLogits<float> bf;
+  BinaryCrossEntropyWithLogits<double> bd;
+  bf.weight = lktest::uniform<float>(100, 300, 0.0, 3.0);
+  bf.pos_weight = lktest::uniform<float>(100, 1, 0.5, 3.0);
+  bd.weight = bf.weight.cast<double>();
+  bd.pos_weight = bf.pos_weight.cast<double>();
+  Eigen::MatrixXf gf(100, 300);
+  Eigen::MatrixXd gd;
+  lktest::AllocationCounter counter;
+  const float vf = bf.value_and_gradient(x, t, gf);
+  CHECK(counter.count() == 0);
+  const double vd = bd.value_and_gradient(x.cast<double>(), t.cast<double>(), gd);
+  CHECK(lktest::rel_err(vf, vd) < 1e-6);
+  CHECK((gf.cast<double>() - gd).cwiseAbs().maxCoeff() <= 1e-6 * gd.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("BCE element weight: bad shapes and entries are an Error naming weight, writing nothing",
+          "[ce][bce][weight][errors]") {
+  const Eigen::MatrixXd x = lktest::normal(3, 4), t = lktest::uniform(3, 4);
+  const Eigen::VectorXd s = Eigen::VectorXd::Ones(4);
+  Eigen::MatrixXd g = lktest::sentinel(3, 4);
+  BinaryCrossEntropyWithLogits<double> bce;
+  for (auto shape : {std::pair<int, int>{4, 1}, {3, 2}, {1, 4}, {1, 1}, {3, 5}, {4, 4}}) {
+    bce.weight = Eigen::MatrixXd::Ones(shape.first, shape.second);
+    std::ostringstream got;
+    got << shape.first << "x" << shape.second;
+    INFO("weight " << got.str());
+    CHECK_THROWS_WITH(bce.value_and_gradient(x, t, g), lktest::Contains("BinaryCrossEntropyWithLogits") &&
+                                                           lktest::Contains("weight") &&
+                                                           lktest::Contains(got.str()) && lktest::Contains("3x4"));
+    CHECK_THROWS_AS(bce(x, t), losskit::Error);
+    CHECK_THROWS_AS(bce.per_sample(x, t), losskit::Error);
+  }
+  for (double bad : {-0.5, kNaN, kInf}) {
+    for (Eigen::Index cols : {1, 4}) {
+      Eigen::MatrixXd u = Eigen::MatrixXd::Ones(3, cols);
+      u(2, cols - 1) = bad;
+      bce.weight = u;
+      std::ostringstream value;
+      value << bad;
+      INFO("weight entry " << bad << ", " << cols << " columns");
+      CHECK_THROWS_WITH(bce.value_and_gradient(x, t, g), lktest::Contains("weight") &&
+                                                             lktest::Contains(value.str()) &&
+                                                             lktest::Contains("must be finite and >= 0"));
+      CHECK_THROWS_AS(bce.value_and_gradient(x, t, s, g), losskit::Error);
+    }
+  }
+  CHECK(lktest::untouched(g, 3, 4));
 }

@@ -544,3 +544,329 @@ TEST_CASE("Normalised CSQuadraticMI: a NaN or infinite t or x gives NaN, not the
       CHECK(!g.allFinite());
     }
 }
+
+// ---------------------------------------------------------------------------
+// width_rule = CSWidth::OfficialCode: the official loss_cs.py's sigma=None rule.
+
+namespace {
+
+using losskit::CSWidth;
+
+// The rule as the official code writes it (loss_cs.py, sigma_estimation, commit
+// 252f86be104e37780894242be4ebd3e9bfea41a6), by brute force: stack the samples
+// on themselves (2N columns), take every squared distance of the strict lower
+// triangle of the 2N×2N matrix, sort, median (mean of the two middle ones),
+// their mean if the median is <= 0, at least 1e-2; σ = 10 × that.
+double ref_official_width(const Eigen::MatrixXd& a) {
+  const Eigen::Index n = a.cols();
+  Eigen::MatrixXd stacked(a.rows(), 2 * n);
+  stacked << a, a;
+  std::vector<double> d;
+  for (Eigen::Index r = 0; r < 2 * n; ++r)
+    for (Eigen::Index c = 0; c < r; ++c) d.push_back((stacked.col(r) - stacked.col(c)).squaredNorm());
+  std::sort(d.begin(), d.end());
+  const std::size_t m = d.size() / 2;
+  double med = d.size() % 2 ? d[m] : 0.5 * (d[m - 1] + d[m]);
+  if (med <= 0) {
+    double sum = 0;
+    for (double v : d) sum += v;
+    med = sum / double(d.size());
+  }
+  return 10 * std::max(med, 1e-2);
+}
+
+// The width the functors use under OfficialCode (the engine's own routine).
+template <class Scalar>
+Scalar official_width(const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& a) {
+  return losskit::median_heuristic_width(a, CSWidth::OfficialCode);
+}
+
+// The inputs of tests/torch/cs_ib_official_references.py: an integer LCG, exact
+// in double; (LCG − 0.5)·scale, filled sample after sample (d×N column-major).
+Eigen::MatrixXd official_data(Eigen::Index n, Eigen::Index d, unsigned long long seed, double scale = 1.0) {
+  Eigen::MatrixXd m(d, n);
+  unsigned long long s = seed;
+  for (Eigen::Index k = 0; k < m.size(); ++k) {
+    s = (s * 1103515245ULL + 12345ULL) % (1ULL << 31);
+    m.data()[k] = (double((s >> 8) % 65536) / 65536.0 - 0.5) * scale;
+  }
+  return m;
+}
+
+// Row-major N×D numbers printed by the script, as losskit's D×N matrix.
+Eigen::MatrixXd from_rows(const std::vector<double>& v, Eigen::Index d) {
+  return Eigen::Map<const Eigen::MatrixXd>(v.data(), d, Eigen::Index(v.size()) / d);
+}
+
+const double kLn2 = std::log(2.0);
+
+// The rule's σ is 10× a squared distance: for a typical pair the kernel exponent is ≈
+// 1/(200·m), m the median squared distance, so the kernels are far from 1 only for
+// m = O(1e-2). A batch scaled into that regime (per variable: x, y and ŷ, t).
+Batch official_scale(Batch b, double sx, double sy, double st) {
+  b.x *= sx;
+  b.y *= sy;
+  b.yhat *= sy;
+  b.t *= st;
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("OfficialCode width: the N×N selection equals the brute-force stacked [X; X] median", "[cs_ib][width]") {
+  for (Eigen::Index n : {2, 3, 4, 7, 8, 33, 64}) {
+    const Eigen::MatrixXd a = lktest::normal(3, n);
+    const Eigen::MatrixXd ties = (4 * lktest::uniform(1, n)).array().floor();  // many equal distances
+    Eigen::MatrixXd dup = a;
+    dup.rightCols(n - n / 3) = dup.leftCols(1).replicate(1, n - n / 3);  // mostly one sample: median 0 → mean
+    const Eigen::MatrixXd tiny = 0.01 * a;                                // median < 1e-2: the floor
+    const Eigen::MatrixXd same = Eigen::MatrixXd::Ones(2, n);             // all zero: mean 0, floor → 0.1
+    const Eigen::MatrixXd* mats[] = {&a, &ties, &dup, &tiny, &same};
+    for (const Eigen::MatrixXd* m : mats) {
+      INFO("N " << n << ", sample 0 " << m->col(0).transpose());
+      const double ref = ref_official_width(*m);
+      CHECK(official_width<double>(*m) == Approx(ref).epsilon(1e-14));
+      CHECK(official_width<float>(m->cast<float>()) == Approx(ref).epsilon(1e-5));
+    }
+  }
+  CHECK(official_width<double>(Eigen::MatrixXd(Eigen::MatrixXd::Ones(2, 5))) == Approx(0.1).epsilon(1e-15));
+  const Eigen::MatrixXd wide = lktest::normal(40, 9);  // GEMM distance path
+  CHECK(official_width<double>(wide) == Approx(ref_official_width(wide)).epsilon(1e-12));
+  Eigen::MatrixXd nan = lktest::normal(2, 5);
+  nan(1, 3) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(std::isnan(official_width<double>(nan)));  // np.median of a NaN is NaN
+}
+
+TEST_CASE("width_rule applies to every width left at 0, and only to those", "[cs_ib][width]") {
+  const Batch b = batch(11, 4, 2, 5);
+  const double wx = ref_official_width(b.x), wy = ref_official_width(b.y), wt = ref_official_width(b.t);
+  for (bool normalized : {false, true}) {
+    CSIB<double> rule, fixed;
+    rule.width_rule = CSWidth::OfficialCode;
+    rule.beta = fixed.beta = 0.4;
+    rule.normalized = fixed.normalized = normalized;
+    rule.weighting = fixed.weighting = CSWeighting::OfficialCode;
+    fixed.sigma_x = wx;
+    fixed.sigma_y = wy;
+    fixed.sigma_t = wt;
+    CHECK(rule(b.yhat, b.y, b.t, b.x) == Approx(fixed(b.yhat, b.y, b.t, b.x)).epsilon(1e-13));
+    rule.sigma_y = fixed.sigma_y = 0.8;  // a width set > 0 is used as it is
+    CHECK(rule(b.yhat, b.y, b.t, b.x) == Approx(fixed(b.yhat, b.y, b.t, b.x)).epsilon(1e-13));
+    CSQuadraticMI<double> mi_rule, mi_fixed;
+    mi_rule.width_rule = CSWidth::OfficialCode;
+    mi_rule.normalized = mi_fixed.normalized = normalized;
+    mi_fixed.sigma_x = wx;
+    mi_fixed.sigma_t = wt;
+    CHECK(mi_rule(b.t, b.x) == Approx(mi_fixed(b.t, b.x)).epsilon(1e-13));
+  }
+  CSDivergence<double> div_rule, div_fixed, div_median;
+  div_rule.width_rule = CSWidth::OfficialCode;
+  div_fixed.sigma_x = wx;
+  div_fixed.sigma_y = wy;
+  CHECK(div_rule(b.yhat, b.y, b.x) == Approx(div_fixed(b.yhat, b.y, b.x)).epsilon(1e-13));
+  CHECK(div_median.width_rule == CSWidth::MedianDistance);  // the default stays the median heuristic
+  CHECK(div_median(b.yhat, b.y, b.x) != Approx(div_rule(b.yhat, b.y, b.x)));
+}
+
+TEST_CASE("OfficialCode widths reproduce loss_cs.py's CS_QMI(sigma=None) and the released training objective",
+          "[cs_ib][official]") {
+  // Every number below was printed by tests/torch/cs_ib_official_references.py, which runs
+  // the authors' loss_cs.py (github.com/SJYuCNEL/Cauchy-Schwarz-Information-Bottleneck @
+  // 252f86be104e37780894242be4ebd3e9bfea41a6) in float64 under torch 1.13 on the same
+  // LCG inputs (official_data above). The official code uses log2: its Î is losskit's / ln 2.
+  // At unit scale (the third case) the rule's kernels are within 1e-3 of 1 and Î is a
+  // 1e-5 difference of O(1) logs: any double evaluation (theirs and ours) is then only good
+  // to ~1e-11 relative (measured: 2.5e-11), hence that case's tolerance.
+  struct QMICase {
+    Eigen::Index n;
+    double scale_x, scale_z, tol;
+    double width_x, width_z, qmi, qmi_normalized;
+    std::vector<double> grad, grad_normalized;  // d/dz, N×2 row-major as printed
+  };
+  const QMICase cases[] = {
+      {7, 0.25, 0.5, 1e-12, 0.24566313848481514, 0.60586148174479604,
+       0.0058486580518103404, 0.25651827976179165,
+       {
+        0.0083207245340744234, 0.0014455961808955754, 0.0077042742801524434, 0.0031550156066873216,
+        0.021868099604746519, 0.00046745630826481666, -0.024750478653558963, -0.0017272335116066372,
+        -0.021753704486582592, 0.00038142238928755984, -0.011499288890614813, -0.0025957216469552793,
+        0.020110373611782993, -0.0011265353265733559},
+       {
+        0.37210829317687621, -0.03408198784644511, -0.29552894249142786, -0.20507938604047043,
+        1.0609819155869047, -0.026562807983725588, -0.95440865684604681, -0.15477018234633008,
+        -0.64655956865212572, 0.19890214755932881, -0.16176827349157158, 0.12198383930954187,
+        0.62517523271739139, 0.099608377348100491}},
+      {8, 0.25, 0.5, 1e-12, 0.23694417046499439, 0.57984164217486978,
+       0.0067178600113100284, 0.27942945256874524,
+       {
+        0.0054065054063922192, 0.0017164105007574293, 0.0055517581297450588, 0.0033989705549544265,
+        0.0196365430184492, 0.0037841245118820531, -0.02779129316038562, -0.0060930013292978275,
+        -0.024579341358328344, -0.003818452224850037, -0.014276392457277508, -0.0048137936384458355,
+        0.017491784551144654, 0.001906318186388041, 0.01856043587026034, 0.0039194234386117442},
+       {
+        0.25661962152742157, -0.0063001352719501379, -0.36692888078379249, -0.19500971314998516,
+        0.94562937725831397, 0.13520645513503021, -1.0007582728750906, -0.30880577083753824,
+        -0.680002660608236, 0.065621775426926487, -0.21828119717205152, 0.078445685690335915,
+        0.50671729310943692, 0.25938320038206819, 0.55700471954399833, -0.028541497374887037}},
+      {8, 1.0, 2.0, 1e-9, 3.7911067274399102, 9.2774662747979164,
+       2.562765308389281e-05, 0.2254457155798677,
+       {
+        4.5590119872377946e-06, 6.2795835490514013e-07, 3.2960153284602218e-06, 2.076189608823605e-06,
+        2.2355914496910017e-05, 3.568812584294144e-06, -2.8839961412449139e-05, -5.0033533108697822e-06,
+        -2.6023365908868368e-05, -3.1661269086911203e-06, -1.4625300708089578e-05, -4.4505485246149148e-06,
+        1.9727373504204774e-05, 2.5473963659866145e-06, 1.9550312712594284e-05, 3.7996718301663199e-06},
+       {
+        0.043858837350364596, -0.0058106700634507893, -0.11357041131897411, -0.0667520470518978,
+        0.21789556241762442, 0.029672257026273331, -0.22674541092244516, -0.051334127524502692,
+        -0.15631428041965922, 0.018365460901575592, -0.037093797298710325, 0.025528909887566835,
+        0.13779734733087484, 0.048742868660385852, 0.13417215286092501, 0.0015873481640496958}},
+  };
+  for (const QMICase& c : cases) {
+    INFO("N " << c.n << ", scale " << c.scale_x);
+    const Eigen::MatrixXd x = official_data(c.n, 3, 11, c.scale_x), z = official_data(c.n, 2, 12, c.scale_z);
+    CHECK(official_width<double>(x) == Approx(c.width_x).epsilon(1e-14));  // 10·sigma_estimation(x, x)
+    CHECK(official_width<double>(z) == Approx(c.width_z).epsilon(1e-14));
+    CSQuadraticMI<double> mi;
+    mi.width_rule = CSWidth::OfficialCode;
+    Eigen::MatrixXd g;
+    // CS_QMI(x, z) (sigma=None); its autograd gradient (the widths are numpy values: constants).
+    const double v = mi.value_and_gradient(z, x, g);
+    CHECK(lktest::rel_err(v / kLn2, c.qmi) < c.tol);
+    CHECK(lktest::max_rel_err(g / kLn2, from_rows(c.grad, 2)) < 1e-10);
+    // CS_QMI_normalized(x, z, None): a ratio of logs, the same in every base.
+    mi.normalized = true;
+    const double vn = mi.value_and_gradient(z, x, g);
+    CHECK(lktest::rel_err(vn, c.qmi_normalized) < c.tol);
+    CHECK(lktest::max_rel_err(g, from_rows(c.grad_normalized, 2)) < 1e-10);
+  }
+  SECTION("the floor and the mean fallback") {
+    CSQuadraticMI<double> mi;
+    mi.width_rule = CSWidth::OfficialCode;
+    // x = 0.1·(LCG(21) − 0.5): every squared distance < 1e-2, so the floor: σ = 0.1.
+    const Eigen::MatrixXd x = official_data(6, 2, 21, 0.1);
+    CHECK(official_width<double>(x) == Approx(0.10000000000000001).epsilon(1e-15));
+    CHECK(lktest::rel_err(mi(official_data(6, 2, 22, 0.25), x) / kLn2, 0.0089015695264577088) < 1e-12);
+    // Three of four samples coincide: the median of the 28 stacked entries is 0, their mean
+    // 4·3·0.085/28 is used (σ = 0.364...).
+    Eigen::MatrixXd x2(2, 4);
+    x2 << 0.05, 0.05, 0.05, 0.2, -0.1, -0.1, -0.1, 0.15;
+    CHECK(official_width<double>(x2) == Approx(0.36428571428571427).epsilon(1e-14));
+    CHECK(lktest::rel_err(mi(official_data(4, 2, 23, 0.5), x2) / kLn2, 0.0025504419594103434) < 1e-12);
+  }
+  SECTION("the released training objective (CS_IB_Housing.py)") {
+    // CS_Div(x, y, ŷ, sigma=1) + 0.01·CS_QMI_normalized(x, z, sigma=1), y passed N×1, in
+    // log2 = (1/ln 2)·losskit's CSIB with every width 1, OfficialCode weighting, the
+    // normalised Î (base-free) and β = 0.01·ln 2.
+    const Eigen::Index n = 8;
+    const Eigen::MatrixXd x = official_data(n, 3, 31), y = official_data(n, 1, 32), z = official_data(n, 2, 34);
+    const Eigen::MatrixXd yhat = y + 0.3 * official_data(n, 1, 33);
+    CSIB<double> ib;
+    ib.sigma_x = ib.sigma_y = ib.sigma_t = 1;
+    ib.weighting = CSWeighting::OfficialCode;
+    ib.normalized = true;
+    ib.beta = 0.01 * kLn2;
+    Eigen::MatrixXd gy, gz;
+    const double v = ib.value_and_gradient(yhat, y, z, x, gy, gz);
+    CHECK(lktest::rel_err(v / kLn2, 0.0039572016819256145) < 1e-12);
+    const std::vector<double> ref_gy = {-0.0005321025934738946, 0.0065914005769917017, 0.0033278534805278662,
+                                        0.0017300237582108802,  0.0073775675355407765, 0.0063175313650688722,
+                                        0.0096541106767459393,  0.012329819982510912};
+    const std::vector<double> ref_gz = {
+        -0.0002269311289558333, 0.00027890676302981814, 0.0030002449126020113,  7.1560846473003262e-05,
+        -0.0011584552662081836, 0.00042663250329466119, 0.0033175965336690776,  -0.001004584069045721,
+        -0.0030176699141426623, 0.00071304581709839929, 0.0019839728225765326,  0.00047968612589856566,
+        -0.00046818853512095061, -0.0020379490680361824, -0.0034305694244199936, 0.0010727010812874561};
+    CHECK(lktest::max_rel_err(gy / kLn2, from_rows(ref_gy, 1)) < 1e-10);
+    CHECK(lktest::max_rel_err(gz / kLn2, from_rows(ref_gz, 2)) < 1e-10);
+  }
+}
+
+TEST_CASE("OfficialCode widths: the gradient holds the widths constant, and passes the FD check there",
+          "[cs_ib][gradient][width]") {
+  const Batch b = official_scale(batch(10, 3, 2, 6), 0.06, 0.1, 0.05);
+  for (bool normalized : {false, true}) {
+    CSIB<double> rule, fixed;
+    rule.width_rule = CSWidth::OfficialCode;
+    rule.beta = fixed.beta = 0.5;
+    rule.normalized = fixed.normalized = normalized;
+    fixed.sigma_x = ref_official_width(b.x);
+    fixed.sigma_y = ref_official_width(b.y);
+    fixed.sigma_t = ref_official_width(b.t);
+    Eigen::MatrixXd gy_r, gt_r, gy_f, gt_f;
+    const double vr = rule.value_and_gradient(b.yhat, b.y, b.t, b.x, gy_r, gt_r);
+    const double vf = fixed.value_and_gradient(b.yhat, b.y, b.t, b.x, gy_f, gt_f);
+    CHECK(vr == Approx(vf).epsilon(1e-13));
+    CHECK(vr == Approx(rule(b.yhat, b.y, b.t, b.x)).epsilon(1e-13));
+    CHECK(lktest::max_rel_err(gy_r, gy_f, 1e-12) < 1e-11);
+    CHECK(lktest::max_rel_err(gt_r, gt_f, 1e-12) < 1e-11);
+    const auto ry =
+        losskit::check_gradient([&](const Eigen::MatrixXd& q) { return fixed(q, b.y, b.t, b.x); }, b.yhat, gy_r);
+    const auto rt =
+        losskit::check_gradient([&](const Eigen::MatrixXd& q) { return fixed(b.yhat, b.y, q, b.x); }, b.t, gt_r);
+    INFO("normalized " << normalized << ": yhat " << ry.report() << "; t " << rt.report());
+    CHECK(ry.passed);
+    CHECK(rt.passed);
+    // ŷ's width comes from y, a constant of the loss: that gradient is exact for the rule itself.
+    const auto exact =
+        losskit::check_gradient([&](const Eigen::MatrixXd& q) { return rule(q, b.y, b.t, b.x); }, b.yhat, gy_r);
+    INFO(exact.report());
+    CHECK(exact.passed);
+  }
+}
+
+TEST_CASE("OfficialCode widths in float agree with double", "[cs_ib][float][width]") {
+  // Scaled so that the kernels are not all within 1e-4 of 1 (unit-variance data: see
+  // docs/cs_ib.md, the estimators then sit below float's resolution).
+  const Batch b = official_scale(batch(96, 6, 1, 24), 0.04, 0.15, 0.02);
+  CSIB<float> ibf;
+  CSIB<double> ibd;
+  ibf.width_rule = ibd.width_rule = CSWidth::OfficialCode;
+  ibf.normalized = ibd.normalized = true;
+  ibf.beta = ibd.beta = 0.3f;
+  Eigen::MatrixXf gyf, gtf;
+  Eigen::MatrixXd gyd, gtd;
+  const Eigen::MatrixXf yhat = b.yhat.cast<float>(), y = b.y.cast<float>(), t = b.t.cast<float>(),
+                        x = b.x.cast<float>();
+  const float vf = ibf.value_and_gradient(yhat, y, t, x, gyf, gtf);
+  const double vd =
+      ibd.value_and_gradient(yhat.cast<double>(), y.cast<double>(), t.cast<double>(), x.cast<double>(), gyd, gtd);
+  INFO("CSIB OfficialCode float " << vf << " vs double " << vd);
+  CHECK(lktest::rel_err(vf, vd) < 1e-4);
+  CHECK((gyf.cast<double>() - gyd).cwiseAbs().maxCoeff() <= 1e-4 * gyd.cwiseAbs().maxCoeff());
+  CHECK((gtf.cast<double>() - gtd).cwiseAbs().maxCoeff() <= 1e-3 * gtd.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("width_rule: an invalid value is an Error naming it, nothing written; no allocation on reuse",
+          "[cs_ib][errors][width]") {
+  const Batch b = batch(6, 3, 1, 4);
+  const auto bad = static_cast<CSWidth>(7);
+  Eigen::MatrixXd gy = lktest::sentinel(1, 6), gt = lktest::sentinel(4, 6);
+  CSIB<double> ib;
+  ib.width_rule = bad;
+  CHECK_THROWS_WITH(ib.value_and_gradient(b.yhat, b.y, b.t, b.x, gy, gt),
+                    lktest::Contains("CSIB") && lktest::Contains("width_rule") && lktest::Contains("7"));
+  CSDivergence<double> div;
+  div.width_rule = bad;
+  CHECK_THROWS_WITH(div.value_and_gradient(b.yhat, b.y, b.x, gy), lktest::Contains("width_rule"));
+  CSQuadraticMI<double> mi;
+  mi.width_rule = bad;
+  CHECK_THROWS_WITH(mi.value_and_gradient(b.t, b.x, gt), lktest::Contains("width_rule"));
+  CHECK_THROWS_AS(mi(b.t, b.x), losskit::Error);
+  CHECK(lktest::untouched(gy, 1, 6));
+  CHECK(lktest::untouched(gt, 4, 6));
+  CHECK_THROWS_WITH(losskit::median_heuristic_width(b.x, bad), lktest::Contains("width_rule"));
+
+  const Batch big = batch(48, 8, 1, 32);
+  const Eigen::MatrixXf yhat = big.yhat.cast<float>(), y = big.y.cast<float>(), t = big.t.cast<float>(),
+                        x = big.x.cast<float>();
+  CSIB<float> ibf;
+  ibf.width_rule = CSWidth::OfficialCode;
+  Eigen::MatrixXf gyf(1, 48), gtf(32, 48);
+  const float first = ibf.value_and_gradient(yhat, y, t, x, gyf, gtf);
+  lktest::AllocationCounter counter;
+  Eigen::internal::set_is_malloc_allowed(false);
+  const float second = ibf.value_and_gradient(yhat, y, t, x, gyf, gtf);
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(counter.count() == 0);
+  CHECK(second == first);
+}

@@ -57,8 +57,13 @@
 /// as PyTorch broadcasts it; default all 1), r = 1 + (w_p − 1)·t:
 ///   ℓ = (1 − t)·x + r·softplus(−x)      (PyTorch binary_cross_entropy_with_logits)
 ///   ∂ℓ/∂x = (1 − t) − r·σ(−x)            (= σ(x) − t without pos_weight)
-///   Mean: (1/(D·N)) Σ ℓ;  Sum: Σ ℓ;  per_sample: column means (1/D) Σ_d ℓ.
-///   Sample weights r_i: Sum = Σ_i r_i·Σ_d ℓ_{d,i}, Mean = that / (D·Σ_i r_i).
+///   Element weights u (option `weight`, PyTorch's `weight`: D×1 broadcast
+///   over the samples, or D×N; default all 1) multiply each element: ℓ → u·ℓ.
+///   Mean: (1/(D·N)) Σ u·ℓ;  Sum: Σ u·ℓ;  per_sample: (1/D) Σ_d u·ℓ.
+///   u does not enter the Mean's denominator (as PyTorch's mean over elements).
+///   Sample weights r_i: Sum = Σ_i r_i·Σ_d u·ℓ_{d,i}, Mean = that / (D·Σ_i r_i).
+///   An element of weight 0 adds nothing and gets a zero gradient (even where
+///   its ℓ would be inf or NaN).
 /// Evaluated as r·log1p(e^{−|x|}) + [(1−t)·x if x ≥ 0 else w_p·t·(−x)], with
 /// the gradient as ((1−t)·a − w_p·t·b)/(1 + e^{−|x|}), (a, b) = (1, e^{−|x|})
 /// for x ≥ 0 and (e^{−|x|}, 1) otherwise: no cancellation, one exp per element,
@@ -66,7 +71,9 @@
 /// Infinite logits give the limits (not PyTorch's NaN): x = +inf → ℓ = +inf if
 /// t < 1, 0 if t = 1, gradient 1 − t; x = −inf → ℓ = +inf if w_p·t > 0, else
 /// 0, gradient −w_p·t. NaN logits give NaN. Targets outside [0, 1] or NaN
-/// (checked), and pos_weight entries < 0 or non-finite, are an Error.
+/// (checked), pos_weight or weight entries < 0 or non-finite, and a weight of
+/// another shape than D×1 or D×N, are an Error. With pos_weight or weight the
+/// loss runs column by column (without, a contiguous call runs as one flat array).
 #include <Eigen/Core>
 #include <array>
 #include <cmath>
@@ -546,6 +553,9 @@ class BinaryCrossEntropyWithLogits
   using Scalar = Scalar_;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   VectorOption<Scalar> pos_weight;  ///< length D (or 1: the same for every output), finite, >= 0; empty = all 1
+  /// Element weights u (PyTorch's `weight`), finite, >= 0: empty (default) = all 1, D×1 (one per
+  /// output, broadcast over the samples; a braced list is one) or D×N (one per element).
+  MatrixOption<Scalar> weight;
 
  private:
   using Acc = detail::acc_t<Scalar>;
@@ -554,11 +564,12 @@ class BinaryCrossEntropyWithLogits
   static constexpr const char* kName = "BinaryCrossEntropyWithLogits";
   static constexpr bool kElementwise = true;
 
-  /// pos_weight as used: empty (all 1), one value for every row, or one per row.
+  /// pos_weight as used: empty (all 1), one value for every row, or one per row;
+  /// weight: 0 (none), 1 (D×1) or N (D×N) columns.
   struct Context {
-    Eigen::Index pos_weights;
+    Eigen::Index pos_weights, weight_cols;
   };
-  static bool elementwise(const Context& ctx) { return ctx.pos_weights == 0; }
+  static bool elementwise(const Context& ctx) { return ctx.pos_weights == 0 && ctx.weight_cols == 0; }
 
   template <class X, class T>
   Context prepare(const X& logits, const T& targets) const {
@@ -571,8 +582,23 @@ class BinaryCrossEntropyWithLogits
         if (!(pos_weight(d) >= Scalar(0)) || !std::isfinite(pos_weight(d)))
           detail::fail(kName, "pos_weight", "weight ", pos_weight(d), " of row ", d, " must be finite and >= 0");
     }
+    check_weight(logits.rows(), logits.cols());
     check_targets(targets);
-    return {pos_weight.size()};
+    return {pos_weight.size(), weight.size() == 0 ? Eigen::Index(0) : weight.cols()};
+  }
+
+  void check_weight(Eigen::Index d, Eigen::Index n) const {
+    if (weight.size() == 0) return;
+    if (weight.rows() != d || (weight.cols() != 1 && weight.cols() != n))
+      detail::fail(kName, "weight", "shape ", weight.rows(), "x", weight.cols(), " is neither ", d, "x1 nor ", d, "x",
+                   n, " (the logits' rows x 1 or their shape)");
+    if (weight.template minCoeff<Eigen::PropagateNaN>() >= Scalar(0) &&
+        weight.template maxCoeff<Eigen::PropagateNaN>() < std::numeric_limits<Scalar>::infinity())
+      return;
+    for (Eigen::Index j = 0; j < weight.cols(); ++j)
+      for (Eigen::Index i = 0; i < weight.rows(); ++i)
+        if (!(weight(i, j) >= Scalar(0)) || !std::isfinite(weight(i, j)))
+          detail::fail(kName, "weight", "weight ", weight(i, j), " at (", i, ", ", j, ") must be finite and >= 0");
   }
 
   template <class T>
@@ -603,27 +629,48 @@ class BinaryCrossEntropyWithLogits
       const auto xs = x.matrix().col(j).segment(start, len).array();
       const auto ts = t.matrix().col(j).segment(start, len).array();
       auto gs = g.segment(start, len);
+      auto with_weight = [&](const auto& wp) {
+        if (ctx.weight_cols == 0) return chunk_or_exact(xs, ts, wp, detail::UnitWeights{}, gs, factor);
+        const auto u = weight.col(ctx.weight_cols == 1 ? 0 : j).segment(start, len).array();
+        return chunk_or_exact(xs, ts, wp, u, gs, factor);
+      };
       if (ctx.pos_weights > 1)
-        sum += chunk_or_exact(xs, ts, pos_weight.segment(start, len).array(), gs, factor);
+        sum += with_weight(pos_weight.segment(start, len).array());
       else
-        sum += chunk_or_exact(xs, ts, Eigen::Array<Scalar, Eigen::Dynamic, 1>::Constant(
-                                          len, ctx.pos_weights == 1 ? pos_weight(0) : Scalar(1)), gs, factor);
+        sum += with_weight(Eigen::Array<Scalar, Eigen::Dynamic, 1>::Constant(
+            len, ctx.pos_weights == 1 ? pos_weight(0) : Scalar(1)));
     }
     return sum;
   }
 
-  template <class XS, class TS, class WS, class GS>
-  static Acc chunk_or_exact(const XS& xs, const TS& ts, const WS& wp, GS& gs, Scalar factor) {
-    const Acc part = chunk(xs, ts, wp, gs, factor);
-    return std::isnan(part) ? exact_chunk(xs, ts, wp, gs, factor) : part;
+  /// u·e for element weights u, e itself for UnitWeights (the unweighted code unchanged).
+  template <class US, class E>
+  static auto weighted(const US& u, const E& e) {
+    if constexpr (std::is_same<US, detail::UnitWeights>::value)
+      return e;
+    else
+      return u * e;
+  }
+  template <class US>
+  static Scalar weight_at(const US& u, Eigen::Index i) {
+    if constexpr (std::is_same<US, detail::UnitWeights>::value)
+      return Scalar(1);
+    else
+      return u.coeff(i);
+  }
+
+  template <class XS, class TS, class WS, class US, class GS>
+  static Acc chunk_or_exact(const XS& xs, const TS& ts, const WS& wp, const US& u, GS& gs, Scalar factor) {
+    const Acc part = chunk(xs, ts, wp, u, gs, factor);
+    return std::isnan(part) ? exact_chunk(xs, ts, wp, u, gs, factor) : part;
   }
 
   // Branch-free form for the vectorised path (Eigen 3.4 does not vectorise
   // select()): neg = 1 for x < 0 and 0 for x >= 0, computed by clamping; in
   // the sliver |x| < 1/kBig where it is fractional, e^{-|x|} = 1 in the
   // working precision and every term is unaffected.
-  template <class XS, class TS, class WS, class GS>
-  static Acc chunk(const XS& xs, const TS& ts, const WS& wp, GS& gs, Scalar factor) {
+  template <class XS, class TS, class WS, class US, class GS>
+  static Acc chunk(const XS& xs, const TS& ts, const WS& wp, const US& u, GS& gs, Scalar factor) {
     constexpr Scalar kBig = std::is_same<Scalar, float>::value ? Scalar(1e30) : Scalar(1e300);
     Eigen::Array<Scalar, kChunk, 1> e_buf, neg_buf;
     auto e = e_buf.head(xs.size());
@@ -635,11 +682,11 @@ class BinaryCrossEntropyWithLogits
     // 0·inf (a zero linear coefficient at an infinite logit) is NaN here;
     // the caller then redoes the chunk with exact_chunk.
     const auto coef = one_minus_t + (wt - one_minus_t) * neg;
-    const Acc value = static_cast<Acc>(((one_minus_t + wt) * e.log1p() + coef * xs.abs()).sum());
+    const Acc value = static_cast<Acc>(weighted(u, (one_minus_t + wt) * e.log1p() + coef * xs.abs()).sum());
     if constexpr (detail::wants_grad<GS>) {
       const auto a = Scalar(1) + (e - Scalar(1)) * neg;  // 1 for x >= 0, e^{-|x|} for x < 0
       const auto b = e + (Scalar(1) - e) * neg;          // e^{-|x|} for x >= 0, 1 for x < 0
-      gs.array() = factor * (one_minus_t * a - wt * b) / (Scalar(1) + e);
+      gs.array() = factor * weighted(u, (one_minus_t * a - wt * b) / (Scalar(1) + e));
     } else {
       (void)factor;
     }
@@ -647,21 +694,27 @@ class BinaryCrossEntropyWithLogits
   }
 
   // Element by element with the limits at ±inf spelled out; used only for a
-  // chunk whose vectorised value came out NaN (an infinite or NaN logit).
-  template <class XS, class TS, class WS, class GS>
-  static Acc exact_chunk(const XS& xs, const TS& ts, const WS& wp, GS& gs, Scalar factor) {
+  // chunk whose vectorised value came out NaN (an infinite or NaN logit). An
+  // element of weight 0 adds nothing and gets a zero gradient.
+  template <class XS, class TS, class WS, class US, class GS>
+  static Acc exact_chunk(const XS& xs, const TS& ts, const WS& wp, const US& u, GS& gs, Scalar factor) {
     using std::exp;
     using std::log1p;
     Acc value(0);
     for (Eigen::Index i = 0; i < xs.size(); ++i) {
+      const Scalar ui = weight_at(u, i);
+      if (ui == Scalar(0)) {
+        if constexpr (detail::wants_grad<GS>) gs(i) = Scalar(0);
+        continue;
+      }
       const Scalar x = xs.coeff(i), t = ts.coeff(i), wt = wp.coeff(i) * t, one_minus_t = Scalar(1) - t;
       const Scalar ax = std::abs(x), e = exp(-ax);
       const Scalar coef = x >= Scalar(0) ? one_minus_t : wt;
       const Scalar lin = coef == Scalar(0) && !std::isnan(x) ? Scalar(0) : coef * ax;
-      value += Acc((one_minus_t + wt) * log1p(e) + lin);
+      value += Acc(ui * ((one_minus_t + wt) * log1p(e) + lin));
       if constexpr (detail::wants_grad<GS>) {
         const Scalar a = x >= Scalar(0) ? Scalar(1) : e, b = x >= Scalar(0) ? e : Scalar(1);
-        gs(i) = factor * (one_minus_t * a - wt * b) / (Scalar(1) + e);
+        gs(i) = factor * ui * ((one_minus_t * a - wt * b) / (Scalar(1) + e));
       } else {
         (void)factor;
       }

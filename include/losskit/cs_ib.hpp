@@ -27,14 +27,20 @@
 ///   ∂I_n/∂t = ∇Î/√(Î_xx Î_tt) − I_n·∇Î_tt/(2·Î_tt)
 ///
 /// Conventions:
-/// - Natural logarithm (the official code uses log2: divide by ln 2 to compare).
+/// - Natural logarithm (the official code uses log2: divide by ln 2 to compare;
+///   the normalised Î is the same in every base).
 /// - Width 0 (the default of every width) = median heuristic: σ = median of
 ///   the nonzero pairwise distances of that variable's samples (1 if all samples
 ///   coincide, where every width gives the same all-ones kernel). σ_y is taken from
 ///   the targets y and σ_x from x, so those are constants of the loss; σ_t comes
 ///   from t, and the gradient treats it as a constant (stop-gradient, as usual for
 ///   kernel-width heuristics): set sigma_t > 0 for the exact gradient of the value.
-///   The official script uses σ = 1 for every variable.
+///   width_rule = CSWidth::OfficialCode replaces the median heuristic, for every
+///   width left at 0, by the official loss_cs.py's sigma=None rule (commit 252f86b):
+///   σ = 10·m, m = median of the pairwise squared distances of the batch stacked on
+///   itself ([X; X], strict lower triangle), their mean if m <= 0, at least 1e-2
+///   (the code applies it in CS_QMI only; here it applies to every width left at 0).
+///   The official training script uses σ = 1 for every variable.
 /// - A batch-level estimator: no per_sample and no reduction (the estimators are
 ///   already normalised; the N-powers cancel in the log ratios).
 /// - Targets are d_y×N (d_y = 1 allowed): the 1-D target collapse of the official
@@ -65,7 +71,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "core/checks.hpp"
 #include "core/numerics.hpp"
@@ -79,6 +87,13 @@ enum class CSWeighting {
   Paper,         ///< w_j = 1/(Σ_i K_ji)² (Yu et al. 2024, the default)
   OfficialCode,  ///< w_j = 1/Σ_i K_ji² (the authors' released code)
   Uniform        ///< w_j = 1: the plain joint CS divergence between (x, y) and (x, ŷ)
+};
+
+/// How a kernel width left at 0 is chosen from its variable's batch (held
+/// constant in the gradient either way).
+enum class CSWidth {
+  MedianDistance,  ///< σ = median of the nonzero pairwise distances (1 if all coincide); the default
+  OfficialCode     ///< σ = 10·median of the pairwise squared distances of [X; X], floor 1e-2 (loss_cs.py's sigma=None)
 };
 
 namespace detail {
@@ -152,37 +167,58 @@ struct CSMedianScratch {
   Eigen::Matrix<long long, Eigen::Dynamic, 1> histogram;
 };
 
-/// Median heuristic over a symmetric squared-distance matrix: the median of
-/// the nonzero pairwise distances (mean of the two middle ones for an even
-/// count), 1 when every distance is 0. NaN distances are ignored.
-///
-/// Selection over the N(N−1)/2 pairs is O(N²) like everything else, but a
-/// plain nth_element over all of them costs more than the kernels. So: one
-/// histogram pass over the top 16 bits of the (positive, hence monotone as
-/// integers) IEEE bit patterns, then only the bucket(s) holding the middle
-/// ranks are gathered and nth_element'd.
+/// Bucket of a pair value for the selection below: the top 16 bits of its
+/// IEEE pattern (monotone as integers for values >= +0).
 template <class Scalar>
-Scalar cs_median_width(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
+Eigen::Index cs_bucket(Scalar v) {
   using Bits = typename std::conditional<sizeof(Scalar) == 4, std::uint32_t, std::uint64_t>::type;
   constexpr int kShift = int(sizeof(Scalar)) * 8 - 16;
-  auto bucket = [](Scalar v) {
-    Bits b;
-    std::memcpy(&b, &v, sizeof b);
-    return Eigen::Index(b >> kShift);
-  };
+  Bits b;
+  std::memcpy(&b, &v, sizeof b);
+  return Eigen::Index(b >> kShift);
+}
+
+/// The pair values d2(i, j), i < j, a selection counts: the positive ones, or
+/// (keep_zeros) every one that is not NaN, a −0 read as +0. Returns NaN for
+/// a value not counted.
+template <class Scalar>
+Scalar cs_counted(Scalar v, bool keep_zeros) {
+  if (v > Scalar(0)) return v;
+  if (keep_zeros && v <= Scalar(0)) return Scalar(0);
+  return std::numeric_limits<Scalar>::quiet_NaN();
+}
+
+struct CSPairCount {
+  long long count = 0;  ///< counted pair values
+  double sum = 0;       ///< their sum
+};
+
+/// First pass of the selection: the histogram of the counted pair values.
+template <class Scalar>
+CSPairCount cs_pair_histogram(const cs_mat<Scalar>& d2, bool keep_zeros, CSMedianScratch<Scalar>& s) {
   const Eigen::Index n = d2.cols();
   s.histogram.setZero(Eigen::Index(1) << 16);
-  long long count = 0;
+  CSPairCount c;
   for (Eigen::Index j = 1; j < n; ++j)
     for (Eigen::Index i = 0; i < j; ++i) {
-      const Scalar v = d2(i, j);
-      if (v > Scalar(0)) {
-        ++s.histogram(bucket(v));
-        ++count;
+      const Scalar v = cs_counted(d2(i, j), keep_zeros);
+      if (!std::isnan(v)) {
+        ++s.histogram(cs_bucket(v));
+        ++c.count;
+        c.sum += double(v);
       }
     }
-  if (count == 0) return Scalar(1);
-  const long long upper_rank = count / 2, lower_rank = count % 2 ? upper_rank : upper_rank - 1;
+  return c;
+}
+
+/// The counted pair values of 0-based ranks lower and upper (upper − lower is
+/// 0 or 1), from the histogram of cs_pair_histogram: only the bucket(s)
+/// holding them are gathered and nth_element'd, so the selection stays O(N²)
+/// and allocation-free once the scratch has its size.
+template <class Scalar>
+std::pair<Scalar, Scalar> cs_pair_ranks(const cs_mat<Scalar>& d2, bool keep_zeros, long long lower_rank,
+                                        long long upper_rank, CSMedianScratch<Scalar>& s) {
+  const Eigen::Index n = d2.cols();
   Eigen::Index first = -1, last = -1;
   long long before_first = 0, cumulative = 0;
   for (Eigen::Index b = 0; b < s.histogram.size() && last < 0; ++b) {
@@ -199,18 +235,67 @@ Scalar cs_median_width(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
   Eigen::Index m = 0;
   for (Eigen::Index j = 1; j < n; ++j)
     for (Eigen::Index i = 0; i < j; ++i) {
-      const Scalar v = d2(i, j);
-      if (v > Scalar(0)) {
-        const Eigen::Index b = bucket(v);
+      const Scalar v = cs_counted(d2(i, j), keep_zeros);
+      if (!std::isnan(v)) {
+        const Eigen::Index b = cs_bucket(v);
         if (b >= first && b <= last) p[m++] = v;
       }
     }
   // The gathered values are exactly the ranks before_first, before_first + 1, ...
   const Eigen::Index at = Eigen::Index(upper_rank - before_first);
   std::nth_element(p, p + at, p + m);
-  const Scalar upper = std::sqrt(p[at]);
-  if (lower_rank == upper_rank) return upper;
-  return (std::sqrt(*std::max_element(p, p + at)) + upper) / Scalar(2);
+  const Scalar upper = p[at];
+  return {lower_rank == upper_rank ? upper : *std::max_element(p, p + at), upper};
+}
+
+/// Median heuristic over a symmetric squared-distance matrix: the median of
+/// the nonzero pairwise distances (mean of the two middle ones for an even
+/// count), 1 when every distance is 0. NaN distances are ignored.
+///
+/// Selection over the N(N−1)/2 pairs is O(N²) like everything else, but a
+/// plain nth_element over all of them costs more than the kernels. So: one
+/// histogram pass over the top 16 bits of the (positive, hence monotone as
+/// integers) IEEE bit patterns, then only the bucket(s) holding the middle
+/// ranks are gathered and nth_element'd.
+template <class Scalar>
+Scalar cs_median_width(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
+  const long long count = cs_pair_histogram(d2, false, s).count;
+  if (count == 0) return Scalar(1);
+  const long long upper_rank = count / 2, lower_rank = count % 2 ? upper_rank : upper_rank - 1;
+  const auto v = cs_pair_ranks(d2, false, lower_rank, upper_rank, s);
+  if (lower_rank == upper_rank) return std::sqrt(v.second);
+  return (std::sqrt(v.first) + std::sqrt(v.second)) / Scalar(2);
+}
+
+/// The width of the official code's sigma=None (loss_cs.py, sigma_estimation
+/// at commit 252f86b, times 10): m = median of the N(2N−1) strict-lower-
+/// triangle entries of the squared-distance matrix of the 2N samples [X; X],
+/// the mean of those entries if m <= 0, then at least 1e-2; σ = 10·m. A
+/// squared distance, not a distance, as the code writes it.
+///
+/// Those entries are N zeros (each sample against its copy) and every pair
+/// d_ij, i < j, four times ((i, j), (i+N, j), (i, j+N), (i+N, j+N)). Sorted,
+/// the k-th (1-based) is 0 for k <= N and the pair value of 0-based rank
+/// ⌊(k − N − 1)/4⌋ above: the two middle entries are read off the N×N matrix
+/// by the same selection as the median heuristic, without the 2N×2N one. A
+/// NaN distance gives NaN (as np.median).
+template <class Scalar>
+Scalar cs_official_width(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
+  const long long n = d2.cols(), pairs = n * (n - 1) / 2, entries = n * (2 * n - 1);
+  const CSPairCount c = cs_pair_histogram(d2, true, s);
+  if (c.count < pairs) return std::numeric_limits<Scalar>::quiet_NaN();
+  const long long k_hi = entries / 2 + 1, k_lo = entries % 2 ? k_hi : entries / 2;
+  auto rank = [n](long long k) { return (k - n - 1) / 4; };
+  Scalar lo = 0, hi = 0;
+  if (k_lo > n) {
+    std::tie(lo, hi) = cs_pair_ranks(d2, true, rank(k_lo), rank(k_hi), s);
+  } else if (k_hi > n) {
+    hi = cs_pair_ranks(d2, true, rank(k_hi), rank(k_hi), s).second;
+  }
+  Scalar m = (lo + hi) / Scalar(2);
+  if (!(m > Scalar(0))) m = static_cast<Scalar>(4 * c.sum / double(entries));
+  if (m < Scalar(1e-2)) m = Scalar(1e-2);
+  return Scalar(10) * m;
 }
 
 /// exp-coefficient of a Gaussian kernel: κ = exp(coef · ‖a − b‖²).
@@ -235,11 +320,13 @@ class CSEngine {
 
   /// Builds everything that depends on x alone. `weighting` picks w (divergence),
   /// `need_kernel_squares` the Σ_i K_ji² sums (normalised MI, OfficialCode).
+  /// `rule` chooses every width left at 0 in this call (x's here, y's and t's later).
   template <class X>
-  void set_x(const X& x, Scalar sigma_option, CSWeighting weighting, bool need_kernel_squares) {
+  void set_x(const X& x, Scalar sigma_option, CSWidth rule, CSWeighting weighting, bool need_kernel_squares) {
     cs_squared_distances<Scalar>(x, x, true, dx_, scratch_x_);
     const Eigen::Index n = x.cols();
-    sigma_x_ = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dx_, median_);
+    width_rule_ = rule;
+    sigma_x_ = width(dx_, sigma_option);
     cx_ = cs_coef(sigma_x_);
     k_.resize(n);
     ksq_.resize(n);
@@ -269,7 +356,7 @@ class CSEngine {
     cs_squared_distances<Scalar>(y, y, true, dy_, scratch_y_);
     cs_squared_distances<Scalar>(yhat, yhat, true, dyhat_, scratch_yhat_);
     cs_squared_distances<Scalar>(y, yhat, false, dcross_, scratch_cross_);  // (i, k): ‖y_i − ŷ_k‖²
-    const Scalar sigma_y = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dy_, median_);
+    const Scalar sigma_y = width(dy_, sigma_option);
     const Scalar cy = cs_coef(sigma_y), cx = cx_;
 
     // Column k holds row k of every (symmetric or ŷ_k-indexed) Gram: per
@@ -320,7 +407,7 @@ class CSEngine {
   Acc mutual_information(const T& t, Scalar sigma_option, bool normalized, Scalar scale, G* g) {
     const Eigen::Index n = t.cols();
     cs_squared_distances<Scalar>(t, t, true, dt_, scratch_t_);
-    const Scalar sigma_t = sigma_option > Scalar(0) ? sigma_option : cs_median_width<Scalar>(dt_, median_);
+    const Scalar sigma_t = width(dt_, sigma_option);
     const Scalar ct = cs_coef(sigma_t), cx = cx_;
     col_a_.resize(n);
     col_b_.resize(n);
@@ -371,6 +458,13 @@ class CSEngine {
   Scalar sigma_x() const { return sigma_x_; }
 
  private:
+  /// The width of a variable with squared distances d2: the option, or the rule's for 0.
+  Scalar width(const Mat& d2, Scalar sigma_option) {
+    if (sigma_option > Scalar(0)) return sigma_option;
+    return width_rule_ == CSWidth::OfficialCode ? cs_official_width<Scalar>(d2, median_)
+                                                : cs_median_width<Scalar>(d2, median_);
+  }
+
   /// The sums Î is made of, and ∂(value)/∂Î, ∂(value)/∂Î_tt (normalised form).
   struct MISums {
     Acc a = 0, b = 0, c = 0, a2 = 0, c2 = 0, g_mi = 1, g_tt = 0;
@@ -407,6 +501,7 @@ class CSEngine {
   AccVec col_a_, col_b_, col_c_, col_c2_;
   CSDistanceScratch<Scalar> scratch_x_, scratch_y_, scratch_yhat_, scratch_cross_, scratch_t_;
   Scalar sigma_x_ = 1, cx_ = -0.5;
+  CSWidth width_rule_ = CSWidth::MedianDistance;
   bool x_all_ones_ = false;
 };
 
@@ -417,20 +512,30 @@ void cs_check_batch(const char* loss, const char* arg, const Eigen::DenseBase<A>
   if (n < 2) fail(loss, arg, "needs at least 2 samples (columns) for a kernel estimator, got ", n);
 }
 
+inline void cs_check_width_rule(const char* loss, CSWidth rule) {
+  if (rule != CSWidth::MedianDistance && rule != CSWidth::OfficialCode)
+    fail(loss, "width_rule", "value ", static_cast<int>(rule), " is not a CSWidth");
+}
+
 }  // namespace detail
 
-/// The kernel width the functors use for width 0: the median of the nonzero
-/// pairwise distances between the columns of `samples` (1 if all coincide).
+/// The kernel width the functors use for width 0 under `rule`: by default the
+/// median of the nonzero pairwise distances between the columns of `samples`
+/// (1 if all coincide); CSWidth::OfficialCode: the official code's sigma=None
+/// width (see the header comment).
 template <class D>
-typename D::Scalar median_heuristic_width(const Eigen::DenseBase<D>& samples) {
+typename D::Scalar median_heuristic_width(const Eigen::DenseBase<D>& samples,
+                                          CSWidth rule = CSWidth::MedianDistance) {
   using Scalar = typename D::Scalar;
   detail::check_not_empty("median_heuristic_width", "samples", samples);
+  detail::cs_check_width_rule("median_heuristic_width", rule);
   const detail::eval_t<D> s(samples.derived());
   detail::cs_mat<Scalar> d2;
   detail::CSDistanceScratch<Scalar> scratch;
   detail::CSMedianScratch<Scalar> median;
   detail::cs_squared_distances<Scalar>(s, s, true, d2, scratch);
-  return detail::cs_median_width<Scalar>(d2, median);
+  return rule == CSWidth::OfficialCode ? detail::cs_official_width<Scalar>(d2, median)
+                                       : detail::cs_median_width<Scalar>(d2, median);
 }
 
 /// Conditional CS divergence D̂_CS(p(y|x); q(ŷ|x)) (Yu et al., ICLR 2024).
@@ -441,8 +546,9 @@ class CSDivergence {
   using Scalar = Scalar_;
   static_assert(std::is_floating_point<Scalar>::value, "losskit::CSDivergence: Scalar must be float or double");
 
-  Scalar sigma_x = 0;                         ///< width of the x kernel; 0 = median heuristic on x
-  Scalar sigma_y = 0;                         ///< width of the y / ŷ kernels; 0 = median heuristic on y
+  Scalar sigma_x = 0;                         ///< width of the x kernel; 0 = width_rule on x
+  Scalar sigma_y = 0;                         ///< width of the y / ŷ kernels; 0 = width_rule on y
+  CSWidth width_rule = CSWidth::MedianDistance;  ///< how every width left at 0 is chosen
   CSWeighting weighting = CSWeighting::Paper;
   bool symmetric_cross_term = false;          ///< −log C − log C' instead of −2·log C (see the header comment)
 
@@ -454,7 +560,7 @@ class CSDivergence {
     const detail::eval_t<Y> t(y.derived());
     const detail::eval_t<X> in(x.derived());
     const auto engine = engines_.acquire();
-    engine->set_x(in, sigma_x, weighting, false);
+    engine->set_x(in, sigma_x, width_rule, weighting, false);
     return Scalar(engine->template divergence<false>(p, t, sigma_y, symmetric_cross_term, no_grad()));
   }
 
@@ -468,7 +574,7 @@ class CSDivergence {
     const detail::eval_t<X> in(x.derived());
     G& g = detail::prepare_output("CSDivergence", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
     const auto engine = engines_.acquire();
-    engine->set_x(in, sigma_x, weighting, false);
+    engine->set_x(in, sigma_x, width_rule, weighting, false);
     return Scalar(engine->template divergence<true>(p, t, sigma_y, symmetric_cross_term, &g));
   }
 
@@ -484,6 +590,7 @@ class CSDivergence {
     detail::cs_check_batch("CSDivergence", "x", x, yhat.cols());
     detail::check_non_negative("CSDivergence", "sigma_x", sigma_x);
     detail::check_non_negative("CSDivergence", "sigma_y", sigma_y);
+    detail::cs_check_width_rule("CSDivergence", width_rule);
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
@@ -499,8 +606,9 @@ class CSQuadraticMI {
   using Scalar = Scalar_;
   static_assert(std::is_floating_point<Scalar>::value, "losskit::CSQuadraticMI: Scalar must be float or double");
 
-  Scalar sigma_x = 0;       ///< width of the x kernel; 0 = median heuristic on x
-  Scalar sigma_t = 0;       ///< width of the t kernel; 0 = median heuristic on t (held constant in the gradient)
+  Scalar sigma_x = 0;       ///< width of the x kernel; 0 = width_rule on x
+  Scalar sigma_t = 0;       ///< width of the t kernel; 0 = width_rule on t (held constant in the gradient)
+  CSWidth width_rule = CSWidth::MedianDistance;  ///< how every width left at 0 is chosen
   bool normalized = false;  ///< Î(x;t)/√(Î(x;x)·Î(t;t)), as in the official training script
 
   template <class T, class X>
@@ -509,7 +617,7 @@ class CSQuadraticMI {
     const detail::eval_t<T> rep(t.derived());
     const detail::eval_t<X> in(x.derived());
     const auto engine = engines_.acquire();
-    engine->set_x(in, sigma_x, CSWeighting::Uniform, normalized);
+    engine->set_x(in, sigma_x, width_rule, CSWeighting::Uniform, normalized);
     return Scalar(engine->template mutual_information<false>(rep, sigma_t, normalized, Scalar(1), no_grad()));
   }
 
@@ -522,7 +630,7 @@ class CSQuadraticMI {
     const detail::eval_t<X> in(x.derived());
     G& g = detail::prepare_output("CSQuadraticMI", "grad_t", grad_t, t.rows(), t.cols());
     const auto engine = engines_.acquire();
-    engine->set_x(in, sigma_x, CSWeighting::Uniform, normalized);
+    engine->set_x(in, sigma_x, width_rule, CSWeighting::Uniform, normalized);
     return Scalar(engine->template mutual_information<true>(rep, sigma_t, normalized, Scalar(1), &g));
   }
 
@@ -535,6 +643,7 @@ class CSQuadraticMI {
     detail::cs_check_batch("CSQuadraticMI", "x", x, t.cols());
     detail::check_non_negative("CSQuadraticMI", "sigma_x", sigma_x);
     detail::check_non_negative("CSQuadraticMI", "sigma_t", sigma_t);
+    detail::cs_check_width_rule("CSQuadraticMI", width_rule);
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }
@@ -550,9 +659,10 @@ class CSIB {
   static_assert(std::is_floating_point<Scalar>::value, "losskit::CSIB: Scalar must be float or double");
 
   Scalar beta = Scalar(0.01);  ///< weight of the compression term (>= 0)
-  Scalar sigma_x = 0;          ///< width of the x kernel; 0 = median heuristic on x
-  Scalar sigma_y = 0;          ///< width of the y / ŷ kernels; 0 = median heuristic on y
-  Scalar sigma_t = 0;          ///< width of the t kernel; 0 = median heuristic on t (held constant in the gradient)
+  Scalar sigma_x = 0;          ///< width of the x kernel; 0 = width_rule on x
+  Scalar sigma_y = 0;          ///< width of the y / ŷ kernels; 0 = width_rule on y
+  Scalar sigma_t = 0;          ///< width of the t kernel; 0 = width_rule on t (held constant in the gradient)
+  CSWidth width_rule = CSWidth::MedianDistance;  ///< how every width left at 0 is chosen
   CSWeighting weighting = CSWeighting::Paper;
   bool symmetric_cross_term = false;  ///< see CSDivergence
   bool normalized = false;            ///< normalised Î, see CSQuadraticMI
@@ -566,7 +676,7 @@ class CSIB {
     const detail::eval_t<T> rep(t.derived());
     const detail::eval_t<X> in(x.derived());
     const auto engine = engines_.acquire();
-    engine->set_x(in, sigma_x, weighting, normalized);
+    engine->set_x(in, sigma_x, width_rule, weighting, normalized);
     const auto d = engine->template divergence<false>(p, target, sigma_y, symmetric_cross_term, no_grad());
     if (beta == Scalar(0)) return Scalar(d);
     const auto i = engine->template mutual_information<false>(rep, sigma_t, normalized, beta, no_grad());
@@ -587,7 +697,7 @@ class CSIB {
     GY& gy = detail::prepare_output("CSIB", "grad_yhat", grad_yhat, yhat.rows(), yhat.cols());
     GT& gt = detail::prepare_output("CSIB", "grad_t", grad_t, t.rows(), t.cols());
     const auto engine = engines_.acquire();
-    engine->set_x(in, sigma_x, weighting, normalized);
+    engine->set_x(in, sigma_x, width_rule, weighting, normalized);
     const auto d = engine->template divergence<true>(p, target, sigma_y, symmetric_cross_term, &gy);
     if (beta == Scalar(0)) {
       gt.setZero();
@@ -614,6 +724,7 @@ class CSIB {
     detail::check_non_negative("CSIB", "sigma_x", sigma_x);
     detail::check_non_negative("CSIB", "sigma_y", sigma_y);
     detail::check_non_negative("CSIB", "sigma_t", sigma_t);
+    detail::cs_check_width_rule("CSIB", width_rule);
   }
 
   static detail::cs_mat<Scalar>* no_grad() { return nullptr; }

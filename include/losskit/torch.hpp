@@ -271,7 +271,9 @@ inline Tensor mse(const Tensor& input, const Tensor& target) {
 }
 
 /// Binary cross-entropy with logits (BinaryCrossEntropyWithLogits<S>);
-/// pos_weight has the length of the last dimension (or 1).
+/// pos_weight has the length of the last dimension (or 1); the functor's
+/// element weight is D×1 (D = the last dimension, as torch's weight of that
+/// length) or D×N (N = the product of the other dimensions: the input's bytes).
 template <class S>
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,
                                         const BinaryCrossEntropyWithLogits<S>& loss) {

@@ -186,7 +186,19 @@ void fuzz_bce(Fdp& p) {
   losskit::BinaryCrossEntropyWithLogits<double> bce;
   bce.reduction = reduction(p);
   if (p.ConsumeBool()) bce.pos_weight = weights(p, d, 0, 5);
-  show("logits", x), show("targets", t), show("pos_weight", bce.pos_weight);
+  switch (p.ConsumeIntegralInRange<int>(0, 2)) {  // element weight: none, D×1 or D×N (shapes sometimes wrong)
+    case 1: bce.weight = weights(p, d, 0, 5); break;
+    case 2: {
+      Mat u(d, maybe_wrong(p, n));
+      for (Index i = 0; i < u.size(); ++i)
+        u.data()[i] = p.ConsumeIntegralInRange<int>(0, 7) == 0 ? option(p, 0, 5)  // sometimes invalid
+                      : p.ConsumeIntegralInRange<int>(0, 3) == 0 ? 0.0 : p.ConsumeFloatingPointInRange<double>(0, 5);
+      bce.weight = u;
+      break;
+    }
+    default: break;
+  }
+  show("logits", x), show("targets", t), show("pos_weight", bce.pos_weight), show("weight", bce.weight);
   Mat g = sentinel(d, n);
   double v = 0;
   if (!returns("BCEWithLogits", [&] { v = bce.value_and_gradient(x, t, g); }, [&] { bce(x, t); })) {
@@ -200,9 +212,15 @@ void fuzz_bce(Fdp& p) {
   losskit::BinaryCrossEntropyWithLogits<float> bcef;
   bcef.reduction = bce.reduction;
   bcef.pos_weight = bce.pos_weight.cast<float>();
+  bcef.weight = bce.weight.cast<float>();
   if (finite) {
     check_direction("BCEWithLogits", [&](const Mat& z) { return bce(z, t); }, x, g);
-    require_float_close("BCEWithLogits<float>", v, [&] { return bcef(x.cast<float>(), t.cast<float>()); });
+    // weight·pos_weight (each up to 1e30) can take the value past float's range,
+    // where inf is float's right answer.
+    if (std::abs(v) < 1e30)
+      require_float_close("BCEWithLogits<float>", v, [&] { return bcef(x.cast<float>(), t.cast<float>()); });
+    else
+      float_may_throw([&] { bcef(x.cast<float>(), t.cast<float>()); });
   } else {
     float_may_throw([&] { bcef(x.cast<float>(), t.cast<float>()); });
   }
@@ -822,8 +840,15 @@ void fuzz_ms_family(Fdp& p) {
 
 double width_option(Fdp& p) { return p.ConsumeBool() ? 0.0 : option(p, 0.1, 3); }
 
-double effective_width(double option_value, const Mat& samples) {
-  return option_value > 0 ? option_value : losskit::median_heuristic_width(samples);
+double effective_width(double option_value, const Mat& samples, losskit::CSWidth rule) {
+  return option_value > 0 ? option_value : losskit::median_heuristic_width(samples, rule);
+}
+
+/// Mostly one of the two rules; now and then an invalid value (an Error).
+losskit::CSWidth width_rule(Fdp& p) {
+  const int r = p.ConsumeIntegralInRange<int>(0, 16);
+  if (r == 16) return static_cast<losskit::CSWidth>(2);
+  return r % 2 ? losskit::CSWidth::OfficialCode : losskit::CSWidth::MedianDistance;
 }
 
 losskit::CSWeighting weighting(Fdp& p) {
@@ -880,8 +905,9 @@ void fuzz_cs_divergence(Fdp& p) {
   f.sigma_y = width_option(p);
   f.weighting = weighting(p);
   f.symmetric_cross_term = p.ConsumeBool();
+  f.width_rule = width_rule(p);
   show_value("sigma_x", f.sigma_x), show_value("sigma_y", f.sigma_y), show_value("weighting", int(f.weighting));
-  show_value("symmetric", f.symmetric_cross_term);
+  show_value("symmetric", f.symmetric_cross_term), show_value("width_rule", int(f.width_rule));
   Mat g = sentinel(d.yhat.rows(), d.n);
   double v = 0;
   if (!returns("CSDivergence", [&] { v = f.value_and_gradient(d.yhat, d.y, d.x, g); }, [&] { f(d.yhat, d.y, d.x); })) {
@@ -891,7 +917,7 @@ void fuzz_cs_divergence(Fdp& p) {
   require_same_value("CSDivergence", v, f(d.yhat, d.y, d.x));
   const bool inputs_finite = d.yhat.allFinite() && d.y.allFinite() && d.x.allFinite();
   if (inputs_finite && (!std::isfinite(v) || !all_finite(g))) violation("CSDivergence", "non-finite result for finite input");
-  const double sy = effective_width(f.sigma_y, d.y);
+  const double sy = effective_width(f.sigma_y, d.y, f.width_rule);
   if (finite && widths_ok(sy) && not_stiff(d.yhat, d.y, sy))
     check_direction("CSDivergence", [&](const Mat& q) { return f(q, d.y, d.x); }, d.yhat, g, 1e-3);
 }
@@ -903,7 +929,9 @@ void fuzz_cs_mi(Fdp& p) {
   f.sigma_x = width_option(p);
   f.sigma_t = width_option(p);
   f.normalized = p.ConsumeBool();
+  f.width_rule = width_rule(p);
   show_value("sigma_x", f.sigma_x), show_value("sigma_t", f.sigma_t), show_value("normalized", f.normalized);
+  show_value("width_rule", int(f.width_rule));
   Mat g = sentinel(d.t.rows(), d.t.cols());
   double v = 0;
   if (!returns("CSQuadraticMI", [&] { v = f.value_and_gradient(d.t, d.x, g); }, [&] { f(d.t, d.x); })) {
@@ -918,7 +946,7 @@ void fuzz_cs_mi(Fdp& p) {
     losskit::CSQuadraticMI<double> plain;
     plain.sigma_x = plain.sigma_t = f.sigma_t;
     const double itt = plain(d.t, d.t);
-    plain.sigma_x = plain.sigma_t = f.sigma_x;
+    plain.sigma_x = plain.sigma_t = effective_width(f.sigma_x, d.x, f.width_rule);
     const double ixx = plain(d.x, d.x);
     if (!(itt > 1e-3 && ixx > 1e-3)) return;
   }
@@ -936,6 +964,8 @@ void fuzz_cs_ib(Fdp& p) {
   f.weighting = weighting(p);
   f.symmetric_cross_term = p.ConsumeBool();
   f.normalized = p.ConsumeBool();
+  f.width_rule = width_rule(p);
+  show_value("width_rule", int(f.width_rule));
   show_value("beta", f.beta), show_value("sigma_x", f.sigma_x), show_value("sigma_y", f.sigma_y);
   show_value("sigma_t", f.sigma_t), show_value("weighting", int(f.weighting));
   show_value("symmetric", f.symmetric_cross_term), show_value("normalized", f.normalized);
@@ -952,7 +982,7 @@ void fuzz_cs_ib(Fdp& p) {
   if (inputs_finite && (!std::isfinite(v) || !all_finite(gy) || !all_finite(gt)))
     violation("CSIB", "non-finite result for finite input");
   if (!finite) return;
-  const double sy = effective_width(f.sigma_y, d.y);
+  const double sy = effective_width(f.sigma_y, d.y, f.width_rule);
   if (widths_ok(sy) && not_stiff(d.yhat, d.y, sy))
     check_direction("CSIB(yhat)", [&](const Mat& q) { return f(q, d.y, d.t, d.x); }, d.yhat, gy, 1e-3);
   if (!widths_ok(f.sigma_t) || !not_stiff(d.t, d.t, f.sigma_t) || f.beta > 1e3) return;
@@ -960,7 +990,7 @@ void fuzz_cs_ib(Fdp& p) {
     losskit::CSQuadraticMI<double> plain;
     plain.sigma_x = plain.sigma_t = f.sigma_t;
     const double itt = plain(d.t, d.t);
-    plain.sigma_x = plain.sigma_t = effective_width(f.sigma_x, d.x);
+    plain.sigma_x = plain.sigma_t = effective_width(f.sigma_x, d.x, f.width_rule);
     const double ixx = plain(d.x, d.x);
     if (!(itt > 1e-3 && ixx > 1e-3)) return;
   }

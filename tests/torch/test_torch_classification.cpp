@@ -273,6 +273,58 @@ TEST_CASE("BinaryCrossEntropyWithLogits agrees with torch binary_cross_entropy_w
       CHECK(lktest::max_rel_err(bce.per_sample(logits, targets), lktorch::vector(none.mean(1))) < kTol);
     }
 }
+
+TEST_CASE("BinaryCrossEntropyWithLogits element weight agrees with torch's weight (D×1 and D×N, pos_weight, "
+          "sample weights)",
+          "[torch][ce][bce][weight]") {
+  const int d = 5, n = 30;
+  const Eigen::MatrixXd logits = lktest::normal(d, n, 4.0);
+  const Eigen::MatrixXd targets = lktest::uniform(d, n);
+  const Eigen::VectorXd pos_weight = lktest::uniform(d, 1, 0.1, 5.0);
+  Eigen::MatrixXd per_element = lktest::uniform(d, n, 0.0, 3.0);
+  per_element(2, 7) = 0;
+  const Eigen::MatrixXd per_output = lktest::uniform(d, 1, 0.2, 2.0);
+  Eigen::VectorXd s = lktest::uniform(n, 1, 0.0, 3.0);
+  s(4) = 0;
+  const torch::Tensor st = lktorch::vector(s);
+  int configurations = 0;
+  for (const Eigen::MatrixXd* u : {&per_output, static_cast<const Eigen::MatrixXd*>(&per_element)})
+    for (const bool positive : {false, true})
+      for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+        losskit::BinaryCrossEntropyWithLogits<double> bce;
+        bce.reduction = r;
+        bce.weight = *u;
+        if (positive) bce.pos_weight = pos_weight;
+        Eigen::MatrixXd grad, grad_s;
+        const double v = bce.value_and_gradient(logits, targets, grad);
+        const double v_s = bce.value_and_gradient(logits, targets, s, grad_s);
+
+        // torch's weight broadcasts against the N×D input: a D×1 weight is a length-D
+        // tensor (over the last dimension), a D×N one the same bytes as an N×D tensor.
+        const torch::Tensor w = u->cols() == 1 ? lktorch::vector(Eigen::VectorXd(u->col(0))) : lktorch::rows(*u);
+        auto opts = F::BinaryCrossEntropyWithLogitsFuncOptions().weight(w);
+        if (positive) opts.pos_weight(lktorch::vector(pos_weight));
+        torch::Tensor x = lktorch::rows(logits, true);
+        const torch::Tensor ref = F::binary_cross_entropy_with_logits(x, lktorch::rows(targets), opts.reduction(reduction_of(r)));
+        ref.backward();
+        // Sample weights: torch's reduction='none' (already times weight) summed per
+        // sample, times s; Mean divides by D·Σ s (weight is not in the denominator).
+        torch::Tensor xs = lktorch::rows(logits, true);
+        const torch::Tensor none = F::binary_cross_entropy_with_logits(xs, lktorch::rows(targets), opts.reduction(torch::kNone));
+        torch::Tensor ref_s = (none.sum(1) * st).sum();
+        if (r == Reduction::Mean) ref_s = ref_s / (double(d) * st.sum());
+        ref_s.backward();
+        INFO("BCEWithLogits weight " << u->rows() << "x" << u->cols() << ", pos_weight " << positive << ", reduction "
+                                     << r << ": losskit " << v << ", torch " << lktorch::item(ref));
+        CHECK(lktest::rel_err(v, lktorch::item(ref)) < kTol);
+        CHECK(lktorch::grad_err(grad, lktorch::columns(x.grad())) < kTol);
+        CHECK(lktest::rel_err(v_s, lktorch::item(ref_s)) < kTol);
+        CHECK(lktorch::grad_err(grad_s, lktorch::columns(xs.grad())) < kTol);
+        CHECK(lktest::max_rel_err(bce.per_sample(logits, targets), lktorch::vector(none.detach().mean(1))) < kTol);
+        ++configurations;
+      }
+  CHECK(configurations == 8);
+}
 #endif
 
 #if __has_include(<losskit/linear_cross_entropy.hpp>)
