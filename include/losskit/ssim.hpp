@@ -45,6 +45,15 @@
 /// stb, PNG decoders) is `Map<const MatrixXf>(data, C·H·W, N)` as it is;
 /// ImageLayout::ColumnMajor: each plane an Eigen column-major H×W matrix.
 /// ssim() / ms_ssim() take one H×W Eigen matrix of either storage order.
+/// Volumes (SSIM3DLoss, MSSSIM3DLoss): rows channels·depth·height·width, each
+/// channel a depth×height×width block, depth slowest, each depth slice a plane
+/// in `layout` (RowMajor: NCDHW). The window is the 1-D window along all three
+/// axes (valid: the map is (D − ws + 1)×(H − ws + 1)×(W − ws + 1)), MS-SSIM
+/// pools 2×2×2 (the `pooling` rule along each axis; ReplicateFirst pads every
+/// axis when any side is odd), sample_covariance uses N = taps³; `downsample`
+/// and ssim_map() are 2-D only (Error). Same engine: for volumes each scale's
+/// five moments are filtered whole, one 1-D pass per axis, and the gradient
+/// goes back through the adjoint passes (sweep_volume).
 /// Reduction Mean: (1/N) Σ_images (1 − index); Sum: Σ_images (1 − index).
 /// Sample weights s_i (ColumnLoss, core/functor.hpp; each image counts once):
 /// Sum = Σ s_i·(1 − index_i), Mean = that / Σ s_i.
