@@ -1389,14 +1389,17 @@ TEST_CASE("SSIM3D and MS-SSIM3D: weights, reductions, clamped count, fit_scales,
           "[ssim3d]") {
   const Eigen::Index d = 8, h = 9, w = 10, c = 2, n = 5;
   const Eigen::MatrixXd x = lktest::uniform(c * d * h * w, n), y = correlated(x, 0.3);
+  losskit::GradientCheckOptions some;  // 7200 coordinates: a random subset and directions
+  some.max_coordinates = 150;
+  some.directions = 3;
   SSIM3DLoss<double> ssim(d, h, w, c);
   ssim.window_size = 5;
-  lktest::check_sample_weights(ssim, x, y, "SSIM3DLoss");
+  lktest::check_sample_weights(ssim, x, y, "SSIM3DLoss", some);
   MSSSIM3DLoss<double> ms(d, h, w, c);
   ms.window_size = 3;
   ms.weights = {0.5, 0.5};
   ms.pooling = OddSizePooling::ZeroFirst;
-  lktest::check_sample_weights(ms, x, y, "MSSSIM3DLoss");
+  lktest::check_sample_weights(ms, x, y, "MSSSIM3DLoss", some);
   CHECK(ssim(x, x) == Approx(0.0).margin(1e-14));
 
   // Independent noise volumes: some scale term <= 0 → index 0, counted, zero gradient.
