@@ -786,10 +786,16 @@ class SSIMEngine {
         correlate(taps_, CMapV(src + o * a.n, a.n), MapV(dst + o * nv, nv));
         continue;
       }
+      auto in = [&](Index i) { return CMapV(src + (o * a.n + i) * a.inner, a.inner); };
       for (Index i = 0; i < nv; ++i) {
         MapV out(dst + (o * nv + i) * a.inner, a.inner);
-        out = taps_(0) * CMapV(src + (o * a.n + i) * a.inner, a.inner);
-        for (Index k = 1; k < ws; ++k) out += taps_(k) * CMapV(src + (o * a.n + i + k) * a.inner, a.inner);
+        if (symmetric_) {  // paired taps, as correlate_valid
+          out = taps_(ws / 2) * in(i + ws / 2);
+          for (Index k = 0; k < ws / 2; ++k) out += taps_(k) * (in(i + k) + in(i + ws - 1 - k));
+        } else {
+          out = taps_(0) * in(i);
+          for (Index k = 1; k < ws; ++k) out += taps_(k) * in(i + k);
+        }
       }
     }
   }
