@@ -184,9 +184,9 @@ void check_ssim_size(const char* loss, const SSIMConfig<Scalar>& cfg) {
   const Eigen::Index w = cfg.window;
   if (cfg.volume) {
     if (cfg.scales == 1)
-      fail(loss, "volumes", "volume ", cfg.depth, "x", height, "x", width, " (depth x height x width) is smaller than the ",
-           w, "x", w, "x", w, " window: each side must be at least ", min_side,
-           " voxels (valid filtering); use a smaller window_size");
+      fail(loss, "volumes", "volume ", cfg.depth, "x", height, "x", width,
+           " (depth x height x width) is smaller than the ", w, "x", w, "x", w,
+           " window: each side must be at least ", min_side, " voxels (valid filtering); use a smaller window_size");
     fail(loss, "volumes", "volume ", cfg.depth, "x", height, "x", width, " is too small for ", cfg.scales,
          " scales with window_size ", w, ": each side (depth too) must be at least ", min_side,
          " voxels (every scale must hold the window; 2x2x2 pooling maps n to ceil(n/2)); use fewer scales "
