@@ -5,6 +5,8 @@
 // anchors in the reference sheet (pytorch-msssim README: 768×512 RGB).
 #include <losskit/ssim.hpp>
 
+#include <type_traits>
+
 #include "reference_kernels.hpp"
 
 namespace {
@@ -89,5 +91,44 @@ BENCHMARK(BM_SSIM_ValueGrad_Skimage)->Apply(image_sizes);
 BENCHMARK(BM_SSIM_ValueGrad_Nonnegative)->Apply(image_sizes);
 BENCHMARK(BM_SSIM_ValueGrad_Downsample)->Apply(image_sizes);
 BENCHMARK(BM_MSSSIM_ValueGrad_Downsample)->Apply(image_sizes);
+
+// ---- Volumes (issue 15): SSIM3DLoss / MSSSIM3DLoss, Args {N, C, D, H, W}; items/s =
+// voxels/s. {1, 1, 64, 128, 128} has 2^20 voxels, the pixel count of the
+// {1, 1, 1024, 1024} lines above, so the per-voxel rate compares with the 2-D
+// per-pixel one (the 3-D window has 11³ taps, applied separably: 3 passes
+// instead of 2). MS-SSIM3D uses fit_scales: with 11 taps a side of 64 holds 3 scales.
+template <class Loss, bool WithGrad>
+void run_volume(benchmark::State& state) {
+  const Eigen::Index n = state.range(0), c = state.range(1), d = state.range(2), h = state.range(3),
+                     w = state.range(4);
+  const Images im(c * d * h * w, n);
+  Loss loss(d, h, w, c);
+  if constexpr (std::is_same<Loss, losskit::MSSSIM3DLoss<float>>::value) loss.fit_scales = true;
+  Eigen::MatrixXf grad(c * d * h * w, n);
+  for (auto _ : state) {
+    if constexpr (WithGrad) {
+      benchmark::DoNotOptimize(loss.value_and_gradient(im.pred, im.target, grad));
+      benchmark::ClobberMemory();
+    } else {
+      benchmark::DoNotOptimize(loss(im.pred, im.target));
+    }
+  }
+  const double voxels = double(n * c * d * h * w);
+  lkbench::set_throughput(state, (WithGrad ? 3.0 : 2.0) * sizeof(float) * voxels, voxels);
+}
+
+void BM_SSIM3D_Value(benchmark::State& s) { run_volume<losskit::SSIM3DLoss<float>, false>(s); }
+void BM_SSIM3D_ValueGrad(benchmark::State& s) { run_volume<losskit::SSIM3DLoss<float>, true>(s); }
+void BM_MSSSIM3D_Value(benchmark::State& s) { run_volume<losskit::MSSSIM3DLoss<float>, false>(s); }
+void BM_MSSSIM3D_ValueGrad(benchmark::State& s) { run_volume<losskit::MSSSIM3DLoss<float>, true>(s); }
+
+void volume_sizes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "C", "D", "H", "W"})->Args({1, 1, 64, 128, 128});
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_SSIM3D_Value)->Apply(volume_sizes);
+BENCHMARK(BM_SSIM3D_ValueGrad)->Apply(volume_sizes);
+BENCHMARK(BM_MSSSIM3D_Value)->Apply(volume_sizes);
+BENCHMARK(BM_MSSSIM3D_ValueGrad)->Apply(volume_sizes);
 
 }  // namespace

@@ -156,6 +156,25 @@ TEST_CASE("Concurrent const calls: SSIMLoss MSSSIMLoss", "[concurrency]") {
   });
 }
 
+TEST_CASE("Concurrent const calls: SSIM3DLoss MSSSIM3DLoss", "[concurrency]") {
+  const Eigen::Index d = 9, h = 11, w = 10, c = 2, n = 3;
+  const MatrixF x = lktest::uniform<float>(c * d * h * w, n), target = lktest::uniform<float>(c * d * h * w, n);
+  losskit::SSIM3DLoss<float> ssim(d, h, w, c);
+  ssim.window_size = 5;
+  check_pred_target("SSIM3DLoss", ssim, x, target);
+  losskit::MSSSIM3DLoss<float> ms(d, h, w, c);
+  ms.window_size = 3;
+  ms.weights = {0.3f, 0.3f, 0.4f};
+  ms.pooling = losskit::OddSizePooling::ZeroFirst;
+  check_pred_target("MSSSIM3DLoss", ms, x, target);
+  const Eigen::VectorXf s = lktest::uniform<float>(n, 1, 0.5f, 2.0f);
+  run_concurrently("MSSSIM3DLoss::evaluate (sample weights)", [&] {
+    MatrixF grad;
+    const auto r = ms.evaluate(x, target, s, grad);
+    return Record().add(r.loss).add(r.clamped_images).add(grad).add(ssim.channel_index(x, target));
+  });
+}
+
 TEST_CASE("Concurrent const calls: CSDivergence CSQuadraticMI CSIB", "[concurrency]") {
   const Eigen::Index n = 40;
   const MatrixD x = lktest::normal(3, n), y = lktest::normal(2, n), yhat = y + 0.5 * lktest::normal(2, n);

@@ -1035,3 +1035,468 @@ TEST_CASE("MSSSIML1Loss: α·(1 − MS-SSIM) + (1 − α)·Gaussian-weighted L1"
   CHECK_THROWS_WITH(mix.value_and_gradient(x, y, gs), lktest::Contains("l1_sigma"));
   CHECK(lktest::untouched(gs, c * h * w, n));
 }
+
+// ---- Volumes: SSIM3DLoss, MSSSIM3DLoss (issue 15, item 2) ---------------------------------
+using losskit::MSSSIM3DLoss;
+using losskit::SSIM3DLoss;
+
+namespace {
+
+using LVec = Eigen::Matrix<long double, Eigen::Dynamic, 1>;
+
+// Channel `ch` of volume column `v` (depth×height×width, depth slowest, each slice in
+// `layout`) as a flat array indexed [(d·H + r)·W + c] (RowMajor reading).
+LVec volume_at(const Eigen::MatrixXd& v, Eigen::Index col, Eigen::Index ch, Eigen::Index d, Eigen::Index h,
+               Eigen::Index w, ImageLayout layout = ImageLayout::RowMajor) {
+  LVec out(d * h * w);
+  const double* p = v.col(col).data() + ch * d * h * w;
+  for (Eigen::Index k = 0; k < d; ++k)
+    for (Eigen::Index r = 0; r < h; ++r)
+      for (Eigen::Index c = 0; c < w; ++c)
+        out((k * h + r) * w + c) = p[k * h * w + (layout == ImageLayout::RowMajor ? r * w + c : c * h + r)];
+  return out;
+}
+
+// Mean S and mean CS of one volume straight from the definition: the window
+// t_a t_b t_c (taps normalised as a whole), every window position's moments
+// summed directly in long double; population moments unless sample (N/(N − 1),
+// N = taps³). Independent of the separable passes and the mean shifts.
+void brute_ssim3d(const LVec& x, const LVec& y, Eigen::Index d, Eigen::Index h, Eigen::Index w,
+                  const std::vector<long double>& taps_in, bool sample, long double c1, long double c2,
+                  long double& s_mean, long double& cs_mean) {
+  const Eigen::Index ws = Eigen::Index(taps_in.size());
+  long double tsum = 0;
+  for (long double t : taps_in) tsum += t;
+  long double s_sum = 0, cs_sum = 0, n = 0;
+  const long double kappa = sample ? std::pow((long double)ws, 3) / (std::pow((long double)ws, 3) - 1) : 1;
+  for (Eigen::Index k = 0; k + ws <= d; ++k)
+    for (Eigen::Index r = 0; r + ws <= h; ++r)
+      for (Eigen::Index c = 0; c + ws <= w; ++c) {
+        long double mx = 0, my = 0, xx = 0, yy = 0, xy = 0;
+        for (Eigen::Index a = 0; a < ws; ++a)
+          for (Eigen::Index b = 0; b < ws; ++b)
+            for (Eigen::Index e = 0; e < ws; ++e) {
+              const long double g = taps_in[a] * taps_in[b] * taps_in[e] / (tsum * tsum * tsum);
+              const Eigen::Index i = ((k + a) * h + r + b) * w + c + e;
+              mx += g * x(i);
+              my += g * y(i);
+              xx += g * x(i) * x(i);
+              yy += g * y(i) * y(i);
+              xy += g * x(i) * y(i);
+            }
+        const long double sxx = kappa * (xx - mx * mx), syy = kappa * (yy - my * my), sxy = kappa * (xy - mx * my);
+        const long double cs = (2 * sxy + c2) / (sxx + syy + c2);
+        s_sum += (2 * mx * my + c1) / (mx * mx + my * my + c1) * cs;
+        cs_sum += cs;
+        n += 1;
+      }
+  s_mean = s_sum / n;
+  cs_mean = cs_sum / n;
+}
+
+// 2×2×2 average with the last entry of an odd axis replicated (ReplicateLast),
+// written directly from the definition.
+LVec brute_pool3d(const LVec& x, Eigen::Index& d, Eigen::Index& h, Eigen::Index& w) {
+  const Eigen::Index d2 = (d + 1) / 2, h2 = (h + 1) / 2, w2 = (w + 1) / 2;
+  LVec out = LVec::Zero(d2 * h2 * w2);
+  for (Eigen::Index k = 0; k < d2; ++k)
+    for (Eigen::Index r = 0; r < h2; ++r)
+      for (Eigen::Index c = 0; c < w2; ++c)
+        for (int a = 0; a < 8; ++a) {
+          const Eigen::Index kk = std::min(2 * k + (a & 1), d - 1), rr = std::min(2 * r + ((a >> 1) & 1), h - 1),
+                             cc = std::min(2 * c + (a >> 2), w - 1);
+          out((k * h2 + r) * w2 + c) += x((kk * h + rr) * w + cc) / 8;
+        }
+  d = d2;
+  h = h2;
+  w = w2;
+  return out;
+}
+
+std::vector<long double> gauss_taps(int ws, long double sigma) {
+  std::vector<long double> t(static_cast<std::size_t>(ws));
+  for (int k = 0; k < ws; ++k) t[std::size_t(k)] = std::exp(-(k - ws / 2) * (k - ws / 2) / (2 * sigma * sigma));
+  return t;
+}
+
+// Volumes with each h×w slice stored column-major instead of row-major (same voxels);
+// transpose_planes(·, h, w, slices) maps back.
+Eigen::MatrixXd slices_column_major(const Eigen::MatrixXd& v, Eigen::Index slices, Eigen::Index h, Eigen::Index w) {
+  return transpose_planes(v, w, h, slices);
+}
+
+// Gradient entries (flat NCDHW indices) within 1e-12 of the largest |g|, and Σ|g| within 1e-12 relative.
+void check_grad_entries3d(const Eigen::MatrixXd& g, const std::vector<Eigen::Index>& idx,
+                          const std::vector<double>& ref) {
+  const double scale = g.cwiseAbs().maxCoeff();
+  for (std::size_t k = 0; k + 1 < ref.size(); ++k) {
+    INFO("entry " << idx[k] << ": " << g.data()[idx[k]] << " vs " << ref[k]);
+    CHECK(std::abs(g.data()[idx[k]] - ref[k]) <= 1e-12 * scale);
+  }
+  INFO("sum |g|: " << g.cwiseAbs().sum() << " vs " << ref.back());
+  CHECK(std::abs(g.cwiseAbs().sum() - ref.back()) <= 1e-12 * ref.back());
+}
+
+template <class Loss>
+losskit::GradientCheckResult grad_check(const Loss& loss, const Eigen::MatrixXd& x, const Eigen::MatrixXd& y,
+                                        long coordinates = -1) {
+  Eigen::MatrixXd g;
+  loss.value_and_gradient(x, y, g);
+  losskit::GradientCheckOptions opt;
+  opt.max_coordinates = coordinates;
+  opt.directions = coordinates > 0 ? 4 : 0;
+  return losskit::check_gradient([&](const Eigen::MatrixXd& z) { return loss(z, y); }, x, g, opt);
+}
+
+const std::vector<Eigen::Index> kIdx3d = {0, 1, 17, 123, 599, 1000, 2000};
+
+}  // namespace
+
+// Reference numbers: tests/torch/ssim3d_peer_references.py, pytorch-msssim
+// (github.com/VainF/pytorch-msssim @ b057b072dd869ae3f6b88543786f44d008315f69) on 5-D
+// N×C×D×H×W float64 tensors (conv3d with the 1-D window along each axis, valid;
+// avg_pool3d(kernel_size=2, padding=[s % 2]) between scales), gradients by torch autograd,
+// `win` the Gaussian built in float64; volumes from peer_image (NCDHW = RowMajor columns).
+TEST_CASE("SSIM3DLoss reproduces pytorch-msssim's 5-D ssim", "[ssim3d][peer]") {
+  // pytorch_msssim.ssim(X, Y, data_range=1, win=win64, size_average=False) on 2×2×13×17×15.
+  const PeerImages p = peer_image(2, 2, 13 * 17 * 15, 11);
+  SSIM3DLoss<double> loss(13, 17, 15, 2);
+  const Eigen::VectorXd index = loss.index(p.x, p.y);
+  CHECK(close12(index(0), 0.92577785778154364));
+  CHECK(close12(index(1), 0.9210231203246777));
+  // 1 − ssim(..., size_average=True) and its autograd gradient.
+  Eigen::MatrixXd g;
+  const double v = loss.value_and_gradient(p.x, p.y, g);
+  CHECK(close12(v, 1 - (0.92577785778154364 + 0.9210231203246777) / 2));
+  check_grad_entries3d(g, kIdx3d,
+                       {2.1438399187979034e-12, 2.0948941021989019e-11, -9.2513160854190343e-10,
+                        -2.1423823539232612e-07, 1.1617774733937816e-07, -1.7104349536057427e-06,
+                        0.00010248122293237059, 1.0827987684592486});
+  // The same volumes with each slice stored column-major: the same index.
+  loss.layout = ImageLayout::ColumnMajor;
+  const Eigen::VectorXd cm = loss.index(slices_column_major(p.x, 2 * 13, 17, 15), slices_column_major(p.y, 2 * 13, 17, 15));
+  CHECK(close12(cm(0), 0.92577785778154364));
+  CHECK(close12(cm(1), 0.9210231203246777));
+}
+
+TEST_CASE("SSIM3DLoss nonnegative_ssim and channel_index reproduce pytorch-msssim", "[ssim3d][peer][nonnegative]") {
+  // _ssim(...) per channel and ssim(..., nonnegative_ssim=True) on 1×2×12×13×14, channel 1
+  // anti-correlated (negative SSIM, clamped to 0).
+  const PeerImages p = peer_image(1, 2, 12 * 13 * 14, 13, true);
+  SSIM3DLoss<double> loss(12, 13, 14, 2);
+  const Eigen::MatrixXd per_channel = loss.channel_index(p.x, p.y);
+  CHECK(close12(per_channel(0, 0), 0.92219302830627614));
+  CHECK(close12(per_channel(1, 0), -0.91646370918091324));
+  loss.nonnegative_ssim = true;
+  Eigen::MatrixXd g;
+  CHECK(close12(1 - loss.value_and_gradient(p.x, p.y, g), 0.46109651415313807));
+  check_grad_entries3d(g, kIdx3d,
+                       {-5.1073530606981237e-11, -3.4184415708847862e-10, -1.1167920956223285e-08,
+                        -1.5912265750373445e-07, 3.6203261348315519e-05, -0.0055846504417720513,
+                        -8.756183831453294e-11, 0.53255338758660986});
+  CHECK((g.col(0).tail(12 * 13 * 14).array() == 0).all());  // the clamped channel: exactly 0
+}
+
+TEST_CASE("SSIM3DLoss with an asymmetric window, data_range 255, k1, k2 reproduces pytorch-msssim",
+          "[ssim3d][peer][window]") {
+  // ssim(255·X, 255·Y, data_range=255, win=[1, 2, 4, 2.5, 0.5]/10, K=(0.02, 0.05)) on 1×1×9×10×11.
+  const PeerImages p = peer_image(1, 1, 9 * 10 * 11, 15);
+  const Eigen::MatrixXd x = 255 * p.x, y = 255 * p.y;
+  for (ImageLayout layout : {ImageLayout::RowMajor, ImageLayout::ColumnMajor}) {
+    SSIM3DLoss<double> loss(9, 10, 11);
+    loss.window = losskit::SSIMWindow::Custom;
+    loss.taps = {2, 4, 8, 5, 1};
+    loss.data_range = 255;
+    loss.k1 = 0.02;
+    loss.k2 = 0.05;
+    loss.layout = layout;
+    const bool rm = layout == ImageLayout::RowMajor;
+    const Eigen::MatrixXd xl = rm ? x : slices_column_major(x, 9, 10, 11), yl = rm ? y : slices_column_major(y, 9, 10, 11);
+    Eigen::MatrixXd g;
+    INFO(name(layout));
+    CHECK(close12(1 - loss.value_and_gradient(xl, yl, g), 0.91951791786851567));
+    if (!rm) g = transpose_planes(g, 10, 11, 9);  // back to row-major slices for the entries
+    check_grad_entries3d(g, {0, 1, 17, 123, 599},
+                         {1.2102615452143064e-08, 7.3576348418278463e-08, -7.2507570787115297e-07,
+                          -6.552013985388708e-07, 3.6179373763344643e-05, 0.0044898172898619011});
+  }
+}
+
+TEST_CASE("MSSSIM3DLoss reproduces pytorch-msssim's 5-D ms_ssim", "[ssim3d][peer][msssim]") {
+  // ms_ssim(X, Y, data_range=1, win=3-tap Gaussian σ 1.5) on 1×1×33×35×34: five scales,
+  // the standard weights unnormalised (as the peer uses them), ZeroFirst = avg_pool3d(padding = n % 2);
+  // odd sides at every scale.
+  const PeerImages p = peer_image(1, 1, 33 * 35 * 34, 17);
+  MSSSIM3DLoss<double> loss(33, 35, 34);
+  loss.window_size = 3;
+  loss.pooling = OddSizePooling::ZeroFirst;
+  loss.normalize_weights = false;
+  Eigen::MatrixXd g;
+  CHECK(close12(1 - loss.value_and_gradient(p.x, p.y, g), 0.96481487157829549));
+  check_grad_entries3d(g, kIdx3d,
+                       {-2.5007431728226738e-07, -7.4749652790798442e-08, -1.2473675702144825e-06,
+                        -2.8619161932557788e-06, -3.3723649461691061e-06, 5.6142139841433742e-06,
+                        2.5890656852614375e-05, 1.845993831429712});
+  // ms_ssim(..., win=5-tap Gaussian σ 1, weights=[0.2, 0.3, 0.5], size_average=False) on 2×2×17×65×66.
+  const PeerImages q = peer_image(2, 2, 17 * 65 * 66, 19);
+  MSSSIM3DLoss<double> three(17, 65, 66, 2);
+  three.window_size = 5;
+  three.sigma = 1;
+  three.weights = {0.2, 0.3, 0.5};
+  three.pooling = OddSizePooling::ZeroFirst;
+  const Eigen::VectorXd index = three.index(q.x, q.y);
+  CHECK(close12(index(0), 0.95917046018585905));
+  CHECK(close12(index(1), 0.95895937468043735));
+  std::vector<Eigen::Index> idx = kIdx3d;
+  idx.push_back(100000);
+  idx.push_back(290000);
+  three.value_and_gradient(q.x, q.y, g);
+  check_grad_entries3d(g, idx,
+                       {1.4329768689708174e-09, 1.8733363171808661e-09, -6.4384651662776924e-09,
+                        1.461644151620923e-08, 6.5391685008847646e-09, 7.0075640767399785e-07,
+                        6.0433483169427226e-07, 2.2743226198355747e-05, -8.9882714858375056e-08,
+                        1.1952219052228532});
+}
+
+TEST_CASE("SSIM3D and MS-SSIM3D agree with a brute-force 3-D window evaluation", "[ssim3d][brute]") {
+  // Uniform 3-tap window with sample covariance (N = 27), and a Gaussian 5-tap MS-SSIM with
+  // ReplicateLast pooling, against brute_ssim3d / brute_pool3d (long double, direct sums).
+  const Eigen::Index d = 7, h = 8, w = 9;
+  const Eigen::MatrixXd x = lktest::uniform(d * h * w, 1), y = correlated(x, 0.2);
+  SSIM3DLoss<double> loss(d, h, w);
+  loss.window = losskit::SSIMWindow::Uniform;
+  loss.window_size = 3;
+  loss.sample_covariance = true;
+  long double s, cs;
+  brute_ssim3d(volume_at(x, 0, 0, d, h, w), volume_at(y, 0, 0, d, h, w), d, h, w, {1, 1, 1}, true, 1e-4L, 9e-4L, s, cs);
+  CHECK(lktest::rel_err(loss.index(x, y)(0), double(s)) < 1e-12);
+
+  const Eigen::Index D = 19, H = 18, W = 21;  // 19 → 10 (odd depth and width at scale 0)
+  const Eigen::MatrixXd X = lktest::uniform(D * H * W, 1), Y = correlated(X, 0.2);
+  MSSSIM3DLoss<double> ms(D, H, W);
+  ms.window_size = 5;
+  ms.weights = {0.4, 0.6};
+  LVec bx = volume_at(X, 0, 0, D, H, W), by = volume_at(Y, 0, 0, D, H, W);
+  long double s0, cs0, s1, cs1;
+  brute_ssim3d(bx, by, D, H, W, gauss_taps(5, 1.5L), false, 1e-4L, 9e-4L, s0, cs0);
+  Eigen::Index d1 = D, h1 = H, w1 = W, d2 = D, h2 = H, w2 = W;
+  bx = brute_pool3d(bx, d1, h1, w1);
+  by = brute_pool3d(by, d2, h2, w2);
+  brute_ssim3d(bx, by, d1, h1, w1, gauss_taps(5, 1.5L), false, 1e-4L, 9e-4L, s1, cs1);
+  const long double brute = std::pow(cs0, 0.4L) * std::pow(s1, 0.6L);
+  CHECK(lktest::rel_err(ms.index(X, Y)(0), double(brute)) < 1e-12);
+}
+
+TEST_CASE("A volume constant along depth has the SSIM and MS-SSIM of its slice", "[ssim3d][identity]") {
+  // x(d, r, c) = X(r, c): the taps along depth sum to 1, so every filtered moment is the
+  // slice's and the S / CS maps are the 2-D maps repeated along depth (same means); pooling
+  // along depth keeps a constant constant (ZeroFirst and ReplicateFirst: with an even depth
+  // at every pooled scale). So index3d = index2d and, by the chain rule, the gradient summed
+  // over depth is the 2-D gradient of the slice.
+  const Eigen::Index h = 13, w = 18, c = 2;
+  const Eigen::MatrixXd x2 = lktest::uniform(c * h * w, 2), y2 = correlated(x2, 0.3);
+  auto extrude = [&](const Eigen::MatrixXd& m, Eigen::Index depth) {
+    Eigen::MatrixXd out(c * depth * h * w, m.cols());
+    for (Eigen::Index ch = 0; ch < c; ++ch)
+      for (Eigen::Index k = 0; k < depth; ++k) out.middleRows((ch * depth + k) * h * w, h * w) = m.middleRows(ch * h * w, h * w);
+    return out;
+  };
+  auto depth_sum = [&](const Eigen::MatrixXd& g3, Eigen::Index depth) {
+    Eigen::MatrixXd out = Eigen::MatrixXd::Zero(c * h * w, g3.cols());
+    for (Eigen::Index ch = 0; ch < c; ++ch)
+      for (Eigen::Index k = 0; k < depth; ++k) out.middleRows(ch * h * w, h * w) += g3.middleRows((ch * depth + k) * h * w, h * w);
+    return out;
+  };
+  for (ImageLayout layout : {ImageLayout::RowMajor, ImageLayout::ColumnMajor}) {
+    INFO(name(layout));
+    SSIMLoss<double> s2(h, w, c);
+    SSIM3DLoss<double> s3(11, h, w, c);  // depth = window: one valid position along depth
+    s2.window_size = s3.window_size = 11;
+    s2.layout = s3.layout = layout;
+    Eigen::MatrixXd g2, g3;
+    const double v2 = s2.value_and_gradient(x2, y2, g2);
+    CHECK(lktest::rel_err(s3.value_and_gradient(extrude(x2, 11), extrude(y2, 11), g3), v2) < 1e-13);
+    CHECK(lktest::max_rel_err(depth_sum(g3, 11), g2, 1e-12) < 1e-10);
+    for (OddSizePooling conv : {OddSizePooling::ReplicateLast, OddSizePooling::ZeroFirst, OddSizePooling::ReplicateFirst}) {
+      MSSSIMLoss<double> m2(h, w, c);
+      MSSSIM3DLoss<double> m3(12, h, w, c);  // depth 12 → 6 → 3: even wherever it is pooled
+      m2.window_size = m3.window_size = 3;
+      m2.weights = m3.weights = {0.2, 0.3, 0.5};
+      m2.pooling = m3.pooling = conv;
+      m2.layout = m3.layout = layout;
+      const double mv2 = m2.value_and_gradient(x2, y2, g2);
+      INFO("pooling " << int(conv));
+      CHECK(lktest::rel_err(m3.value_and_gradient(extrude(x2, 12), extrude(y2, 12), g3), mv2) < 1e-13);
+      CHECK(lktest::max_rel_err(depth_sum(g3, 12), g2, 1e-12) < 1e-10);
+    }
+  }
+}
+
+TEST_CASE("SSIM3D and MS-SSIM3D gradients pass the finite-difference check", "[ssim3d][gradient]") {
+  const Eigen::Index d = 9, h = 10, w = 11, c = 2;  // 9 → 5 → 3, 10 → 5 → 3, 11 → 6 → 3
+  const Eigen::MatrixXd x = lktest::uniform(c * d * h * w, 2), y = correlated(x, 0.2);
+  for (ImageLayout layout : {ImageLayout::RowMajor, ImageLayout::ColumnMajor})
+    for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+      SSIM3DLoss<double> loss(d, h, w, c);
+      loss.window_size = 5;
+      loss.layout = layout;
+      loss.reduction = r;
+      const auto res = grad_check(loss, x, y, 300);
+      INFO("SSIM3D " << name(layout) << " " << r << ": " << res.report());
+      CHECK(res.max_rel_error <= 1e-6);
+    }
+  for (OddSizePooling conv : {OddSizePooling::ReplicateLast, OddSizePooling::ZeroFirst, OddSizePooling::ReplicateFirst}) {
+    MSSSIM3DLoss<double> ms(d, h, w, c);
+    ms.window_size = 3;
+    ms.weights = {0.3, 0.3, 0.4};
+    ms.pooling = conv;
+    const auto res = grad_check(ms, x, y, 300);
+    INFO("MS-SSIM3D pooling " << int(conv) << ": " << res.report());
+    CHECK(res.max_rel_error <= 1e-6);
+  }
+  // Options: custom asymmetric taps + sample covariance, uniform window, nonnegative SSIM.
+  SSIM3DLoss<double> opt(d, h, w, c);
+  opt.window = losskit::SSIMWindow::Custom;
+  opt.taps = {0.5, 1, 3, 2, 0.25};
+  opt.sample_covariance = true;
+  auto res = grad_check(opt, x, y, 300);
+  INFO("custom taps, sample covariance: " << res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+  opt.window = losskit::SSIMWindow::Uniform;
+  opt.window_size = 3;
+  opt.nonnegative_ssim = true;
+  res = grad_check(opt, x, y, 300);
+  INFO("uniform, nonnegative: " << res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+  // The default 11-tap window on a 13×13×13 volume: 800 random coordinates and 4 directions.
+  const Eigen::MatrixXd xs = lktest::uniform(13 * 13 * 13, 1), ys = correlated(xs, 0.2);
+  res = grad_check(SSIM3DLoss<double>(13, 13, 13), xs, ys, 800);
+  INFO("13x13x13, window 11: " << res.report());
+  CHECK(res.max_rel_error <= 1e-6);
+}
+
+TEST_CASE("SSIM3D and MS-SSIM3D in float agree with double", "[ssim3d][float]") {
+  const Eigen::Index d = 17, h = 20, w = 19, c = 2;
+  const Eigen::MatrixXd x = lktest::uniform(c * d * h * w, 2), y = correlated(x, 0.2);
+  const Eigen::MatrixXf xf = x.cast<float>(), yf = y.cast<float>();
+  SSIM3DLoss<double> sd(d, h, w, c);
+  SSIM3DLoss<float> sf(d, h, w, c);
+  MSSSIM3DLoss<double> md(d, h, w, c);
+  MSSSIM3DLoss<float> mf(d, h, w, c);
+  md.window_size = 5;
+  mf.window_size = 5;
+  md.weights = {0.3, 0.3, 0.4};
+  mf.weights = {0.3f, 0.3f, 0.4f};
+  md.pooling = mf.pooling = OddSizePooling::ZeroFirst;
+  Eigen::MatrixXd g;
+  Eigen::MatrixXf gf;
+  CHECK(std::abs(sf.value_and_gradient(xf, yf, gf) - sd.value_and_gradient(x, y, g)) < 2e-6);
+  CHECK((gf.cast<double>() - g).cwiseAbs().maxCoeff() <= 1e-4 * g.cwiseAbs().maxCoeff());
+  CHECK(std::abs(mf.value_and_gradient(xf, yf, gf) - md.value_and_gradient(x, y, g)) < 2e-6);
+  CHECK((gf.cast<double>() - g).cwiseAbs().maxCoeff() <= 1e-4 * g.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("SSIM3D and MS-SSIM3D: weights, reductions, clamped count, fit_scales, non-finite, reuse",
+          "[ssim3d]") {
+  const Eigen::Index d = 8, h = 9, w = 10, c = 2, n = 5;
+  const Eigen::MatrixXd x = lktest::uniform(c * d * h * w, n), y = correlated(x, 0.3);
+  losskit::GradientCheckOptions some;  // 7200 coordinates: a random subset and directions
+  some.max_coordinates = 150;
+  some.directions = 3;
+  SSIM3DLoss<double> ssim(d, h, w, c);
+  ssim.window_size = 5;
+  lktest::check_sample_weights(ssim, x, y, "SSIM3DLoss", some);
+  MSSSIM3DLoss<double> ms(d, h, w, c);
+  ms.window_size = 3;
+  ms.weights = {0.5, 0.5};
+  ms.pooling = OddSizePooling::ZeroFirst;
+  lktest::check_sample_weights(ms, x, y, "MSSSIM3DLoss", some);
+  CHECK(ssim(x, x) == Approx(0.0).margin(1e-14));
+
+  // Independent noise volumes: some scale term <= 0 → index 0, counted, zero gradient.
+  const Eigen::MatrixXd a = lktest::uniform(17 * 17 * 17, 8), b = lktest::uniform(17 * 17 * 17, 8);
+  MSSSIM3DLoss<double> noise(17, 17, 17);
+  noise.window_size = 3;
+  noise.weights = {0.2, 0.2, 0.2, 0.2, 0.2};  // 5 scales with 3 taps need 33 per side
+  noise.fit_scales = true;                      // uses the 4 that fit (17 ≥ 2·8 + 1)
+  CHECK(noise.scales() == 4);
+  MSSSIM3DLoss<double> four(17, 17, 17);
+  four.window_size = 3;
+  four.weights = {0.2, 0.2, 0.2, 0.2};
+  const Eigen::VectorXd idx = noise.index(a, b);
+  CHECK(lktest::max_rel_err(idx, four.index(a, b), 1e-300) == 0);
+  Eigen::MatrixXd g;
+  const auto r = noise.evaluate(a, b, g);
+  const Eigen::Index zeros = (idx.array() == 0.0).count();
+  REQUIRE(zeros >= 1);
+  CHECK(r.clamped_images == zeros);
+  for (Eigen::Index i = 0; i < 8; ++i)
+    if (idx(i) == 0.0) CHECK(g.col(i).isZero(0));
+  noise.fit_scales = false;
+  CHECK_THROWS_WITH(noise(a, b), lktest::Contains("MSSSIM3DLoss") && lktest::Contains("17x17x17") &&
+                                     lktest::Contains("at least 33"));
+
+  // A NaN voxel: that channel's index and gradient NaN, the other channel finite.
+  Eigen::MatrixXd xn = x;
+  xn(7, 0) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(std::isnan(ssim.value_and_gradient(xn, y, g)));
+  CHECK(g.col(0).head(d * h * w).array().isNaN().all());
+  CHECK(g.col(0).tail(d * h * w).allFinite());
+  CHECK(g.col(1).allFinite());
+
+  // Repeated calls reuse the workspace.
+  const Eigen::MatrixXf xf = x.cast<float>(), yf = y.cast<float>();
+  Eigen::MatrixXf gf(xf.rows(), xf.cols());
+  SSIM3DLoss<float> sf(d, h, w, c);
+  MSSSIM3DLoss<float> mf(d, h, w, c);
+  sf.window_size = 5;
+  mf.window_size = 3;
+  mf.weights = {0.5f, 0.5f};
+  sf.value_and_gradient(xf, yf, gf);
+  mf.value_and_gradient(xf, yf, gf);
+  lktest::AllocationCounter counter;
+  const float v1 = sf.value_and_gradient(xf, yf, gf), v2 = sf(xf, yf);
+  const float v3 = mf.value_and_gradient(xf, yf, gf), v4 = mf(xf, yf);
+  CHECK(counter.count() == 0);
+  CHECK(v1 == v2);
+  CHECK(v3 == v4);
+}
+
+TEST_CASE("SSIM3D and MS-SSIM3D reject bad input naming the option, writing nothing", "[ssim3d][errors]") {
+  const Eigen::Index d = 6, h = 20, w = 20;
+  const Eigen::MatrixXd x = lktest::uniform(2 * d * h * w, 2);
+  Eigen::MatrixXd g = lktest::sentinel(2 * d * h * w, 2);
+  auto rejects = [&](const auto& loss, const char* needle) {
+    CHECK_THROWS_WITH(loss.value_and_gradient(x, x, g), lktest::Contains(loss.kName) && lktest::Contains(needle));
+    CHECK_THROWS_AS(loss.index(x, x), losskit::Error);
+    CHECK(lktest::untouched(g, 2 * d * h * w, 2));
+  };
+  SSIM3DLoss<double> loss(d, h, w, 2);  // depth 6 < 11 taps
+  rejects(loss, "volume 6x20x20");
+  loss.window_size = 5;
+  CHECK_NOTHROW(loss(x, x));
+  loss.downsample = true;
+  rejects(loss, "downsample");
+  loss.downsample = false;
+  loss.window_size = 4;
+  rejects(loss, "window_size");
+  loss.window_size = 5;
+  loss.window = losskit::SSIMWindow::Custom;
+  loss.taps = {1, -2, 0.5};
+  rejects(loss, "taps");
+  loss.taps = {1};
+  loss.sample_covariance = true;
+  rejects(loss, "sample_covariance");
+  CHECK_THROWS_WITH(SSIM3DLoss<double>(d, h, w, 3)(x, x), lktest::Contains("channels·depth·height·width"));
+  CHECK_THROWS_WITH(SSIM3DLoss<double>(d, h, w, 2).ssim_map(x.col(0), x.col(0)), lktest::Contains("ssim_map"));
+  CHECK_THROWS_AS(SSIM3DLoss<double>(0, h, w, 1), losskit::Error);
+  MSSSIM3DLoss<double> ms(d, h, w, 2);
+  ms.window_size = 3;
+  ms.weights = {0.3, 0.3, 0.4};  // 3 scales need 9 per side: the depth 6 fails
+  rejects(ms, "too small for 3 scales");
+  ms.weights = {0.5, 0.5};
+  CHECK_NOTHROW(ms(x, x));
+  ms.weights = {0.5, -0.5};
+  rejects(ms, "weights");
+  CHECK(lktest::untouched(g, 2 * d * h * w, 2));
+}

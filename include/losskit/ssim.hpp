@@ -45,6 +45,15 @@
 /// stb, PNG decoders) is `Map<const MatrixXf>(data, C·H·W, N)` as it is;
 /// ImageLayout::ColumnMajor: each plane an Eigen column-major H×W matrix.
 /// ssim() / ms_ssim() take one H×W Eigen matrix of either storage order.
+/// Volumes (SSIM3DLoss, MSSSIM3DLoss): rows channels·depth·height·width, each
+/// channel a depth×height×width block, depth slowest, each depth slice a plane
+/// in `layout` (RowMajor: NCDHW). The window is the 1-D window along all three
+/// axes (valid: the map is (D − ws + 1)×(H − ws + 1)×(W − ws + 1)), MS-SSIM
+/// pools 2×2×2 (the `pooling` rule along each axis; ReplicateFirst pads every
+/// axis when any side is odd), sample_covariance uses N = taps³; `downsample`
+/// and ssim_map() are 2-D only (Error). Same engine: for volumes each scale's
+/// five moments are filtered whole, one 1-D pass per axis, and the gradient
+/// goes back through the adjoint passes (sweep_volume).
 /// Reduction Mean: (1/N) Σ_images (1 − index); Sum: Σ_images (1 − index).
 /// Sample weights s_i (ColumnLoss, core/functor.hpp; each image counts once):
 /// Sum = Σ s_i·(1 − index_i), Mean = that / Σ s_i.
@@ -107,6 +116,8 @@ constexpr int kMaxSSIMScales = 16;
 template <class Scalar>
 struct SSIMConfig {
   Eigen::Index height, width, channels, window;
+  Eigen::Index depth;  ///< slices per volume (1 for planes)
+  bool volume;         ///< SSIM3DLoss / MSSSIM3DLoss: the window spans depth too
   double sigma;
   Scalar c1, c2;
   int scales;  ///< 1: plain SSIM
@@ -133,6 +144,10 @@ struct SSIMConfig {
   /// Downsampling (by `down`, flooring) acts the same way on both axes.
   Eigen::Index plane_rows() const { return raw_rows() / down; }
   Eigen::Index plane_cols() const { return raw_cols() / down; }
+  /// Values of one channel as stored (depth·height·width; depth = 1 for planes).
+  Eigen::Index channel_size() const { return depth * height * width; }
+  /// Spatial axes the window spans: the N of sample_covariance is window^dims.
+  int dims() const { return volume ? 3 : 2; }
 };
 
 /// What one image gave: the sum of its channels' indices, and whether any
@@ -160,30 +175,48 @@ void check_ssim_options(const char* loss, Eigen::Index window, Scalar sigma, Sca
   check_positive(loss, "data_range", data_range);
 }
 
+/// Every scale of an image (2-D) or a volume must hold the window (valid filtering).
+template <class Scalar>
+void check_ssim_size(const char* loss, const SSIMConfig<Scalar>& cfg) {
+  const Eigen::Index min_side = ssim_min_side(cfg.window, cfg.scales);
+  const Eigen::Index height = cfg.height / cfg.down, width = cfg.width / cfg.down;
+  if (std::min({height, width, cfg.volume ? cfg.depth : min_side}) >= min_side) return;
+  const Eigen::Index w = cfg.window;
+  if (cfg.volume) {
+    if (cfg.scales == 1)
+      fail(loss, "volumes", "volume ", cfg.depth, "x", height, "x", width,
+           " (depth x height x width) is smaller than the ", w, "x", w, "x", w,
+           " window: each side must be at least ", min_side, " voxels (valid filtering); use a smaller window_size");
+    fail(loss, "volumes", "volume ", cfg.depth, "x", height, "x", width, " is too small for ", cfg.scales,
+         " scales with window_size ", w, ": each side (depth too) must be at least ", min_side,
+         " voxels (every scale must hold the window; 2x2x2 pooling maps n to ceil(n/2)); use fewer scales "
+         "(a shorter weights vector, renormalised), fit_scales or a smaller window_size");
+  }
+  const char* down = cfg.down > 1 ? " (after downsample)" : "";
+  if (cfg.scales == 1)
+    fail(loss, "images", "image ", height, "x", width, down, " is smaller than the ", w, "x", w,
+         " window: each side must be at least ", min_side, " pixels (valid filtering); use a smaller window_size");
+  fail(loss, "images", "image ", height, "x", width, down, " is too small for ", cfg.scales,
+       " scales with window_size ", w, ": each side must be at least ", min_side,
+       " pixels (every scale must hold the window; 2x2 pooling maps n to ceil(n/2)); use fewer scales "
+       "(a shorter weights vector, renormalised) or a smaller window_size");
+}
+
 template <class Scalar, class P, class T>
 void check_ssim_inputs(const char* loss, const SSIMConfig<Scalar>& cfg, const Eigen::DenseBase<P>& pred,
                        const Eigen::DenseBase<T>& target) {
   require_scalar<Scalar, P>();
   require_scalar<Scalar, T>();
   check_not_empty(loss, "pred", pred);
-  const Eigen::Index rows = cfg.channels * cfg.height * cfg.width;
+  const Eigen::Index rows = cfg.channels * cfg.channel_size();
+  if (pred.rows() != rows && cfg.volume)
+    fail(loss, "pred", "has ", pred.rows(), " rows, expected channels·depth·height·width = ", cfg.channels, "·",
+         cfg.depth, "·", cfg.height, "·", cfg.width, " = ", rows);
   if (pred.rows() != rows)
     fail(loss, "pred", "has ", pred.rows(), " rows, expected channels·height·width = ", cfg.channels, "·",
          cfg.height, "·", cfg.width, " = ", rows);
   check_same_shape(loss, "target", pred, target);
-  const Eigen::Index min_side = ssim_min_side(cfg.window, cfg.scales);
-  const Eigen::Index height = cfg.height / cfg.down, width = cfg.width / cfg.down;
-  if (height < min_side || width < min_side) {
-    const char* down = cfg.down > 1 ? " (after downsample)" : "";
-    if (cfg.scales == 1)
-      fail(loss, "images", "image ", height, "x", width, down, " is smaller than the ", cfg.window, "x",
-           cfg.window, " window: each side must be at least ", min_side,
-           " pixels (valid filtering); use a smaller window_size");
-    fail(loss, "images", "image ", height, "x", width, down, " is too small for ", cfg.scales,
-         " scales with window_size ", cfg.window, ": each side must be at least ", min_side,
-         " pixels (every scale must hold the window; 2x2 pooling maps n to ceil(n/2)); use fewer scales "
-         "(a shorter weights vector, renormalised) or a smaller window_size");
-  }
+  check_ssim_size(loss, cfg);
 }
 
 /// The shared SSIM / MS-SSIM machinery: per-plane forward (keeping what the
@@ -218,7 +251,7 @@ class SSIMEngine {
     if (threads_ > 1) slot = omp_get_thread_num();
 #endif
     Scalar* w = workspace_.data() + Index(slot) * slot_size_;
-    const Index hw = cfg.height * cfg.width;
+    const Index hw = cfg.channel_size();
     ImageIndex<Acc> out;
     for (Index c = 0; c < cfg.channels; ++c) {
       load(cfg, w, x, y, c);
@@ -280,7 +313,10 @@ class SSIMEngine {
   // of the shifted planes (x, y) and the gradient plane r of each scale, then
   // shared column scratch: rings of the last `window` filtered moment columns
   // and derivative-map columns, and single columns.
-  std::array<Index, kMaxSSIMScales> h_{}, w_{}, x_off_{}, y_off_{}, r_off_{};
+  std::array<Index, kMaxSSIMScales> h_{}, w_{}, d_{}, x_off_{}, y_off_{}, r_off_{};
+  // Volumes: the five filtered moments, the S/CS map and α, β, γ (valid size
+  // at scale 0) and two whole-volume scratch buffers (see sweep_volume).
+  Index deriv_off_ = 0, t1_off_ = 0, t2_off_ = 0;
   Index ring_off_ = 0, dring_off_ = 0, prod_off_ = 0, mom_off_ = 0, map_off_ = 0, hcol_off_ = 0, vcol_off_ = 0;
   Index raw_off_ = 0, slot_size_ = 0;
   int threads_ = 1;
@@ -342,7 +378,7 @@ class SSIMEngine {
   // Channel c of x and y into the scale-0 planes, block-averaged by cfg.down.
   template <class X, class Y>
   void load(const SSIMConfig<Scalar>& cfg, Scalar* w, const X& x, const Y& y, Index c) const {
-    const Index hw = cfg.height * cfg.width;
+    const Index hw = cfg.channel_size();
     if (cfg.down == 1) {
       MapV(w + x_off_[0], hw) = x.segment(c * hw, hw);
       MapV(w + y_off_[0], hw) = y.segment(c * hw, hw);
@@ -382,19 +418,43 @@ class SSIMEngine {
               scale * CMapV(g + b * r2, r2);
   }
 
-  void layout(const SSIMConfig<Scalar>& cfg) {
-    set_taps(cfg);
-    set_l1_weights(cfg);
+  // Per-scale sizes (d_ = 1 for planes) and the x, y, r offsets; returns the offset after them.
+  Index scale_layout(const SSIMConfig<Scalar>& cfg) {
     Index off = 0;
     for (int j = 0; j < cfg.scales; ++j) {
       h_[j] = j == 0 ? cfg.plane_rows() : (h_[j - 1] + 1) / 2;
       w_[j] = j == 0 ? cfg.plane_cols() : (w_[j - 1] + 1) / 2;
-      const Index full = h_[j] * w_[j];
+      d_[j] = j == 0 ? (cfg.volume ? cfg.depth : 1) : (d_[j - 1] + 1) / 2;
+      const Index full = size(j);
       x_off_[j] = off;
       y_off_[j] = off += full;
       r_off_[j] = off += full;
       off += full;
     }
+    return off;
+  }
+
+  Index size(int j) const { return h_[j] * w_[j] * d_[j]; }
+  // Valid window positions at scale j.
+  Index valid_count(const SSIMConfig<Scalar>& cfg, int j) const {
+    const Index ws = cfg.window;
+    return (h_[j] - ws + 1) * (w_[j] - ws + 1) * (cfg.volume ? d_[j] - ws + 1 : 1);
+  }
+
+  void layout(const SSIMConfig<Scalar>& cfg) {
+    set_taps(cfg);
+    Index off = scale_layout(cfg);
+    if (cfg.volume) {
+      const Index nv = valid_count(cfg, 0);
+      mom_off_ = off;
+      map_off_ = off += 5 * nv;
+      deriv_off_ = off += nv;
+      t1_off_ = off += 3 * nv;
+      t2_off_ = off += size(0);
+      slot_size_ = off + size(0);
+      return;
+    }
+    set_l1_weights(cfg);
     const Index h = h_[0], hv = h - cfg.window + 1;
     ring_off_ = off;
     dring_off_ = off += 5 * cfg.window * hv;
@@ -412,18 +472,32 @@ class SSIMEngine {
     const int m = cfg.scales;
     std::array<Scalar, kMaxSSIMScales> shift_x{}, shift_y{}, v{};
     for (int j = 0; j < m; ++j) {
-      if (j > 0) {
+      if (j > 0 && cfg.volume) {
+        pool_volume(w + x_off_[j - 1], j - 1, shift_x[j - 1], w + x_off_[j], cfg.pooling, w);
+        pool_volume(w + y_off_[j - 1], j - 1, shift_y[j - 1], w + y_off_[j], cfg.pooling, w);
+      } else if (j > 0) {
         pool(w + x_off_[j - 1], h_[j - 1], w_[j - 1], shift_x[j - 1], w + x_off_[j], cfg.pooling, w + prod_off_);
         pool(w + y_off_[j - 1], h_[j - 1], w_[j - 1], shift_y[j - 1], w + y_off_[j], cfg.pooling, w + prod_off_);
       }
       center(w, j, shift_x[j], shift_y[j]);
-      const Index valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
+      const Index valid = valid_count(cfg, j);
       // SSIM knows its upstream factor before the sweep; MS-SSIM's c_j needs
       // every scale, so each scale's gradient is kept unscaled and combined below.
       const Scalar coeff = m == 1 ? upstream / Scalar(valid) : Scalar(1);
-      v[j] = Scalar(sweep_scale<WithGrad>(cfg, w, j, shift_x[j], shift_y[j], j == m - 1, coeff) / Acc(valid));
+      const Acc sum = cfg.volume ? sweep_volume<WithGrad>(cfg, w, j, shift_x[j], shift_y[j], j == m - 1, coeff)
+                                 : sweep_scale<WithGrad>(cfg, w, j, shift_x[j], shift_y[j], j == m - 1, coeff);
+      v[j] = Scalar(sum / Acc(valid));
     }
+    return combine<WithGrad>(cfg, w, v, upstream, clamped);
+  }
 
+  // The index from the scale terms v (SSIM: v_0, clamped at 0 if nonnegative;
+  // MS-SSIM: Π max(v_j, 0)^{w_j}) and, with WithGrad, the gradient plane
+  // r_0 from the unscaled per-scale gradients g_j left in r_j by the sweeps.
+  template <bool WithGrad>
+  Scalar combine(const SSIMConfig<Scalar>& cfg, Scalar* w, const std::array<Scalar, kMaxSSIMScales>& v,
+                 Scalar upstream, bool& clamped) const {
+    const int m = cfg.scales;
     Scalar index = v[0];
     bool positive = true;
     if (m == 1 && cfg.nonnegative && index < Scalar(0)) {
@@ -445,19 +519,19 @@ class SSIMEngine {
     }
     if constexpr (WithGrad) {
       if (std::isnan(index)) return nan_plane<WithGrad>(w);
-      MapV r0(w + r_off_[0], h_[0] * w_[0]);
       if (!positive) {
         // MS-SSIM is 0 here and constant near points where a term is < 0:
         // its gradient is defined as 0 (not 0·∞ from v^(w−1)).
-        r0.setZero();
+        MapV(w + r_off_[0], size(0)).setZero();
         return index;
       }
       if (m == 1) return index;
       // r_M = c_M g_M, r_j = c_j g_j + Dᵀ r_{j+1}, c_j = upstream·w_j·MS/v_j / N'_j.
       for (int j = m - 1; j >= 0; --j) {
-        const Index valid = (h_[j] - cfg.window + 1) * (w_[j] - cfg.window + 1);
-        MapV(w + r_off_[j], h_[j] * w_[j]) *= upstream * (cfg.weights[j] * index / v[j]) / Scalar(valid);
-        if (j < m - 1) pool_adjoint(w + r_off_[j + 1], h_[j], w_[j], w + r_off_[j], cfg.pooling, w + vcol_off_);
+        MapV(w + r_off_[j], size(j)) *= upstream * (cfg.weights[j] * index / v[j]) / Scalar(valid_count(cfg, j));
+        if (j < m - 1 && cfg.volume) pool_volume_adjoint(w + r_off_[j + 1], j, w + r_off_[j], cfg.pooling, w);
+        if (j < m - 1 && !cfg.volume)
+          pool_adjoint(w + r_off_[j + 1], h_[j], w_[j], w + r_off_[j], cfg.pooling, w + vcol_off_);
       }
     }
     return index;
@@ -465,7 +539,7 @@ class SSIMEngine {
 
   // Shifts the planes of scale j by their means (returned).
   void center(Scalar* w, int j, Scalar& shift_x, Scalar& shift_y) const {
-    const Index n = h_[j] * w_[j];
+    const Index n = size(j);
     MapV x(w + x_off_[j], n), y(w + y_off_[j], n);
     shift_x = Scalar(accurate_sum(x.array()) / Acc(n));
     shift_y = Scalar(accurate_sum(y.array()) / Acc(n));
@@ -476,7 +550,7 @@ class SSIMEngine {
   template <bool WithGrad>
   Scalar nan_plane(Scalar* w) const {
     if constexpr (WithGrad)
-      MapV(w + r_off_[0], h_[0] * w_[0]).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
+      MapV(w + r_off_[0], size(0)).setConstant(std::numeric_limits<Scalar>::quiet_NaN());
     return std::numeric_limits<Scalar>::quiet_NaN();
   }
 
@@ -690,6 +764,159 @@ class SSIMEngine {
       }
     }
   }
+
+  // ---- Volumes (SSIM3DLoss, MSSSIM3DLoss). A channel is a column-major
+  // rows×cols×depth array (each slice read as a plane above, slices one after
+  // another). Every step is separable: one pass per axis, the axis viewed as
+  // the middle index of an inner×n×outer array (inner contiguous).
+  struct Axis {
+    Index inner, n, outer;
+  };
+  static Axis axis_view(Index rows, Index cols, Index depth, int axis) {
+    if (axis == 0) return {1, rows, cols * depth};
+    if (axis == 1) return {rows, cols, depth};
+    return {rows * cols, depth, 1};
+  }
+
+  // dst = valid correlation of src with the taps along the axis (n → n − ws + 1).
+  void filter_axis(const Scalar* src, Axis a, Scalar* dst) const {
+    const Index ws = taps_.size(), nv = a.n - ws + 1;
+    for (Index o = 0; o < a.outer; ++o) {
+      if (a.inner == 1) {
+        correlate(taps_, CMapV(src + o * a.n, a.n), MapV(dst + o * nv, nv));
+        continue;
+      }
+      auto in = [&](Index i) { return CMapV(src + (o * a.n + i) * a.inner, a.inner); };
+      for (Index i = 0; i < nv; ++i) {
+        MapV out(dst + (o * nv + i) * a.inner, a.inner);
+        if (symmetric_) {  // paired taps, as correlate_valid
+          out = taps_(ws / 2) * in(i + ws / 2);
+          for (Index k = 0; k < ws / 2; ++k) out += taps_(k) * (in(i + k) + in(i + ws - 1 - k));
+        } else {
+          out = taps_(0) * in(i);
+          for (Index k = 1; k < ws; ++k) out += taps_(k) * in(i + k);
+        }
+      }
+    }
+  }
+
+  // dst (length n along the axis) = the exact adjoint of filter_axis applied to src (n − ws + 1).
+  void filter_axis_adjoint(const Scalar* src, Axis a, Scalar* dst) const {
+    const Index ws = taps_.size(), nv = a.n - ws + 1;
+    for (Index o = 0; o < a.outer; ++o) {
+      if (a.inner == 1) {
+        correlate_valid_adjoint(taps_, CMapV(src + o * nv, nv), MapV(dst + o * a.n, a.n));
+        continue;
+      }
+      MapV(dst + o * a.n * a.inner, a.n * a.inner).setZero();
+      for (Index i = 0; i < nv; ++i) {
+        const CMapV g(src + (o * nv + i) * a.inner, a.inner);
+        for (Index k = 0; k < ws; ++k) MapV(dst + (o * a.n + i + k) * a.inner, a.inner) += taps_(k) * g;
+      }
+    }
+  }
+
+  // dst = the valid 3-D window filter of src (scale j's size); src may be t1.
+  // Passes: rows into t2, columns into t1, depth into dst.
+  void filter_volume(const Scalar* src, int j, Scalar* dst, Scalar* t1, Scalar* t2) const {
+    const Index ws = taps_.size(), rv = h_[j] - ws + 1, cv = w_[j] - ws + 1;
+    filter_axis(src, axis_view(h_[j], w_[j], d_[j], 0), t2);
+    filter_axis(t2, axis_view(rv, w_[j], d_[j], 1), t1);
+    filter_axis(t1, axis_view(rv, cv, d_[j], 2), dst);
+  }
+
+  // dst (scale j's size) = the adjoint of filter_volume applied to src; dst may be t1.
+  void filter_volume_adjoint(const Scalar* src, int j, Scalar* dst, Scalar* t1, Scalar* t2) const {
+    const Index ws = taps_.size(), rv = h_[j] - ws + 1, cv = w_[j] - ws + 1;
+    filter_axis_adjoint(src, axis_view(rv, cv, d_[j], 2), t1);
+    filter_axis_adjoint(t1, axis_view(rv, w_[j], d_[j], 1), t2);
+    filter_axis_adjoint(t2, axis_view(h_[j], w_[j], d_[j], 0), dst);
+  }
+
+  // The volume counterpart of sweep_scale: the five moments filtered whole,
+  // the pointwise S (or CS) map and partials (the same formulas), and with
+  // WithGrad r_j = coeff · (Wᵀα + 2X ⊙ Wᵀβ + Y ⊙ Wᵀγ), Wᵀ filter_volume_adjoint.
+  template <bool WithGrad>
+  Acc sweep_volume(const SSIMConfig<Scalar>& cfg, Scalar* w, int j, Scalar shift_x, Scalar shift_y, bool last,
+                   Scalar coeff) const {
+    const Index n = size(j), nv = valid_count(cfg, j);
+    const CMapV x(w + x_off_[j], n), y(w + y_off_[j], n);
+    Scalar *t1 = w + t1_off_, *t2 = w + t2_off_, *mom = w + mom_off_, *d = w + deriv_off_;
+    MapV prod(t1, n);
+    filter_volume(x.data(), j, mom, t1, t2);
+    filter_volume(y.data(), j, mom + nv, t1, t2);
+    prod = x.cwiseProduct(x);
+    filter_volume(t1, j, mom + 2 * nv, t1, t2);
+    prod = y.cwiseProduct(y);
+    filter_volume(t1, j, mom + 3 * nv, t1, t2);
+    prod = x.cwiseProduct(y);
+    filter_volume(t1, j, mom + 4 * nv, t1, t2);
+    const Acc total = pointwise<WithGrad>(cfg, mom, nv, shift_x, shift_y, last, w + map_off_, d, d + nv, d + 2 * nv);
+    if constexpr (WithGrad) {
+      MapV r(w + r_off_[j], n);
+      const CMapV back(t1, n);
+      filter_volume_adjoint(d, j, w + r_off_[j], t1, t2);
+      r *= coeff;
+      filter_volume_adjoint(d + nv, j, t1, t1, t2);
+      r.array() += (2 * coeff) * x.array() * back.array();
+      filter_volume_adjoint(d + 2 * nv, j, t1, t1, t2);
+      r.array() += coeff * y.array() * back.array();
+    }
+    return total;
+  }
+
+  // dst = src + add averaged in pairs along the axis (n → ⌈n/2⌉), the pair of
+  // output a being pool_source(a, 0 / 1) (a zero pad where that is −1).
+  static void pool_axis(const Scalar* src, Axis a, Scalar add, Scalar* dst, OddSizePooling conv, bool padded) {
+    const Index n2 = (a.n + 1) / 2;
+    for (Index o = 0; o < a.outer; ++o)
+      for (Index b = 0; b < n2; ++b) {
+        const Index q0 = pool_source(b, 0, a.n, conv, padded), q1 = pool_source(b, 1, a.n, conv, padded);
+        MapV out(dst + (o * n2 + b) * a.inner, a.inner);
+        out = (Scalar(0.5) * (CMapV(src + (o * a.n + q1) * a.inner, a.inner).array() + add)).matrix();
+        if (q0 >= 0) out.array() += Scalar(0.5) * (CMapV(src + (o * a.n + q0) * a.inner, a.inner).array() + add);
+      }
+  }
+
+  // dst (n along the axis) = the adjoint of pool_axis (without add) applied to g (⌈n/2⌉).
+  static void pool_axis_adjoint(const Scalar* g, Axis a, Scalar* dst, OddSizePooling conv, bool padded) {
+    const Index n2 = (a.n + 1) / 2;
+    MapV(dst, a.n * a.inner * a.outer).setZero();
+    for (Index o = 0; o < a.outer; ++o)
+      for (Index b = 0; b < n2; ++b)
+        for (int t = 0; t < 2; ++t) {
+          const Index q = pool_source(b, t, a.n, conv, padded);
+          if (q >= 0)
+            MapV(dst + (o * a.n + q) * a.inner, a.inner) += Scalar(0.5) * CMapV(g + (o * n2 + b) * a.inner, a.inner);
+        }
+  }
+
+  // ReplicateFirst pads the first entry of every axis when any side is odd
+  // (piq's 2-D rule, extended to the depth axis).
+  bool volume_padded(int j, OddSizePooling conv) const {
+    return conv == OddSizePooling::ReplicateFirst && (h_[j] % 2 == 1 || w_[j] % 2 == 1 || d_[j] % 2 == 1);
+  }
+
+  // dst (scale j + 1) = 2×2×2 average of src + add (scale j): a pair pass per axis.
+  void pool_volume(const Scalar* src, int j, Scalar add, Scalar* dst, OddSizePooling conv, Scalar* w) const {
+    const bool padded = volume_padded(j, conv);
+    Scalar *t1 = w + t1_off_, *t2 = w + t2_off_;
+    const Index r2 = (h_[j] + 1) / 2, c2 = (w_[j] + 1) / 2;
+    pool_axis(src, axis_view(h_[j], w_[j], d_[j], 0), add, t1, conv, padded);
+    pool_axis(t1, axis_view(r2, w_[j], d_[j], 1), Scalar(0), t2, conv, padded);
+    pool_axis(t2, axis_view(r2, c2, d_[j], 2), Scalar(0), dst, conv, padded);
+  }
+
+  // r (scale j) += the adjoint of pool_volume applied to g (scale j + 1).
+  void pool_volume_adjoint(const Scalar* g, int j, Scalar* r, OddSizePooling conv, Scalar* w) const {
+    const bool padded = volume_padded(j, conv);
+    Scalar *t1 = w + t1_off_, *t2 = w + t2_off_;
+    const Index r2 = (h_[j] + 1) / 2, c2 = (w_[j] + 1) / 2;
+    pool_axis_adjoint(g, axis_view(r2, c2, d_[j], 2), t1, conv, padded);
+    pool_axis_adjoint(t1, axis_view(r2, w_[j], d_[j], 1), t2, conv, padded);
+    pool_axis_adjoint(t2, axis_view(h_[j], w_[j], d_[j], 0), t1, conv, padded);
+    MapV(r, size(j)) += CMapV(t1, size(j));
+  }
 };
 
 /// What SSIMLoss and MSSSIMLoss share: the options of the index, the image
@@ -726,6 +953,7 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
   /// (gradient 0 where clamped). MS-SSIM already clamps each scale term at 0.
   bool nonnegative_ssim = false;
 
+  Eigen::Index depth() const { return depth_; }  ///< 1 for the 2-D functors
   Eigen::Index height() const { return height_; }
   Eigen::Index width() const { return width_; }
   Eigen::Index channels() const { return channels_; }
@@ -770,6 +998,8 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
     require_scalar<Scalar, P>();
     const eval_t<P> x(pred.derived());
     const eval_t<T> t(target.derived());
+    if (volume_)
+      fail(Derived::kName, "ssim_map", "takes 2-D images; the 3-D functors have no map (use channel_index)");
     if (x.cols() != 1) fail(Derived::kName, "pred", "ssim_map takes one image (one column), got ", x.cols());
     if (channel < 0 || channel >= channels_)
       fail(Derived::kName, "channel", "must be in [0, ", channels_, "), got ", channel);
@@ -816,11 +1046,21 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
   };
 
   SSIMFamily(Eigen::Index height, Eigen::Index width, Eigen::Index channels)
-      : height_(height), width_(width), channels_(channels) {
+      : depth_(1), height_(height), width_(width), channels_(channels), volume_(false) {
     if (height < 1 || width < 1 || channels < 1)
       fail(Derived::kName, "size", "height, width and channels must be >= 1, got ", height, ", ", width, ", ",
            channels);
   }
+
+  /// Volumes: `channels` blocks of depth×height×width (SSIM3DLoss, MSSSIM3DLoss).
+  SSIMFamily(Eigen::Index depth, Eigen::Index height, Eigen::Index width, Eigen::Index channels)
+      : depth_(depth), height_(height), width_(width), channels_(channels), volume_(true) {
+    if (depth < 1 || height < 1 || width < 1 || channels < 1)
+      fail(Derived::kName, "size", "depth, height, width and channels must be >= 1, got ", depth, ", ", height,
+           ", ", width, ", ", channels);
+  }
+
+  bool is_volume() const { return volume_; }
 
   /// The options shared by both functors; Derived sets scales and weights.
   SSIMConfig<Scalar> common_config() const {
@@ -829,6 +1069,8 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
     SSIMConfig<Scalar> cfg{};
     cfg.height = height_;
     cfg.width = width_;
+    cfg.depth = depth_;
+    cfg.volume = volume_;
     cfg.channels = channels_;
     cfg.window = window_n;
     cfg.sigma = double(sigma);
@@ -836,7 +1078,7 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
     cfg.c2 = (k2 * data_range) * (k2 * data_range);
     if (sample_covariance) {
       // κ(2σxy) + C2 over κ(σx² + σy²) + C2 is the population CS with C2/κ.
-      const Scalar n = Scalar(cfg.window * cfg.window);
+      const Scalar n = Scalar(std::pow(double(cfg.window), cfg.dims()));
       if (cfg.window < 2)
         fail(Derived::kName, "sample_covariance", "needs a window of more than one tap (N − 1 > 0), got ",
              cfg.window);
@@ -844,6 +1086,9 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
     }
     cfg.window_kind = window;
     cfg.custom_taps = taps.data();
+    if (volume_ && downsample)
+      fail(Derived::kName, "downsample", "is piq's 2-D rule (blocks of round(min(height, width)/256)); it is not "
+           "available for volumes");
     cfg.down = downsample_factor();
     cfg.nonnegative = nonnegative_ssim;
     cfg.index_weight = Scalar(1);
@@ -857,7 +1102,8 @@ class SSIMFamily : public ColumnLoss<Derived, Scalar_> {
   }
 
  private:
-  Eigen::Index height_, width_, channels_;
+  Eigen::Index depth_, height_, width_, channels_;
+  bool volume_;
   WorkspacePool<SSIMEngine<Scalar>> engines_;
 
   /// The window's tap count (checking Custom taps and the Uniform size).
@@ -983,7 +1229,8 @@ class MSSSIMFamily : public SSIMFamily<Derived, Scalar_> {
   int scales() const {
     const int m = int(weights.size());
     if (!fit_scales) return m;
-    const Eigen::Index side = std::min(this->height(), this->width()) / this->downsample_factor();
+    Eigen::Index side = std::min(this->height(), this->width()) / this->downsample_factor();
+    if (this->is_volume()) side = std::min(side, this->depth());
     int fit = m;
     const Eigen::Index ws = this->window == SSIMWindow::Custom ? Eigen::Index(this->taps.size()) : this->window_size;
     while (fit > 1 && side < detail::ssim_min_side(ws, fit)) --fit;
@@ -992,6 +1239,8 @@ class MSSSIMFamily : public SSIMFamily<Derived, Scalar_> {
 
  protected:
   MSSSIMFamily(Eigen::Index height, Eigen::Index width, Eigen::Index channels) : Base(height, width, channels) {}
+  MSSSIMFamily(Eigen::Index depth, Eigen::Index height, Eigen::Index width, Eigen::Index channels)
+      : Base(depth, height, width, channels) {}
 
   template <class Totals>
   static Result result(const Totals& t) {
@@ -1029,6 +1278,47 @@ class MSSSIMLoss : public detail::MSSSIMFamily<MSSSIMLoss<Scalar_>, Scalar_> {
 
   /// Images of `channels` planes of height×width (rows = channels·height·width).
   MSSSIMLoss(Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1) : Base(height, width, channels) {}
+
+ private:
+  detail::SSIMConfig<Scalar_> config() const { return this->ms_config(); }
+};
+
+/// SSIM loss 1 − SSIM on batches of volumes (3-D images, video as T×H×W): the
+/// window is the separable 3-D window (the 1-D taps along depth, height and
+/// width), valid mode; every option of SSIMLoss except `downsample` (2-D only)
+/// and ssim_map(). Rows = channels·depth·height·width, each channel's
+/// depth×height×width block depth slowest, each slice laid out by `layout`
+/// (RowMajor: NCDHW as PyTorch stores it). See the file comment and docs/ssim.md.
+template <class Scalar_>
+class SSIM3DLoss : public detail::SSIMFamily<SSIM3DLoss<Scalar_>, Scalar_> {
+  using Base = detail::SSIMFamily<SSIM3DLoss<Scalar_>, Scalar_>;
+  friend Base;
+
+ public:
+  static constexpr const char* kName = "SSIM3DLoss";
+
+  SSIM3DLoss(Eigen::Index depth, Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1)
+      : Base(depth, height, width, channels) {}
+
+ private:
+  detail::SSIMConfig<Scalar_> config() const { return this->common_config(); }
+};
+
+/// MS-SSIM loss 1 − MS-SSIM on batches of volumes: SSIM3DLoss's window at every
+/// scale, 2×2×2 average pooling between scales (odd sides by `pooling`:
+/// ZeroFirst is pytorch-msssim's avg_pool3d(padding = n % 2); ReplicateFirst
+/// pads the first entry of every axis when any side is odd), every side (depth
+/// too) at least (window − 1)·2^(scales−1) + 1 unless fit_scales.
+template <class Scalar_>
+class MSSSIM3DLoss : public detail::MSSSIMFamily<MSSSIM3DLoss<Scalar_>, Scalar_> {
+  using Base = detail::MSSSIMFamily<MSSSIM3DLoss<Scalar_>, Scalar_>;
+  friend detail::SSIMFamily<MSSSIM3DLoss<Scalar_>, Scalar_>;
+
+ public:
+  static constexpr const char* kName = "MSSSIM3DLoss";
+
+  MSSSIM3DLoss(Eigen::Index depth, Eigen::Index height, Eigen::Index width, Eigen::Index channels = 1)
+      : Base(depth, height, width, channels) {}
 
  private:
   detail::SSIMConfig<Scalar_> config() const { return this->ms_config(); }

@@ -89,6 +89,20 @@ S images() {
 }
 
 template <class S>
+S volumes() {
+  const Mat<S> a = Mat<S>::Ones(2 * 5 * 6 * 7, 2), b = Mat<S>::Zero(2 * 5 * 6 * 7, 2);
+  losskit::SSIM3DLoss<S> s(5, 6, 7, 2);
+  s.window_size = 5;
+  losskit::MSSSIM3DLoss<S> ms(5, 6, 7, 2);
+  ms.window_size = 3;
+  ms.weights = {S(0.5), S(0.5)};
+  ms.pooling = losskit::OddSizePooling::ZeroFirst;
+  Mat<S> g;
+  return all_three<S>(s, a, b) + all_three<S>(ms, a, b) + s.channel_index(a, b).sum() +
+         ms.evaluate(a, b, g).loss + S(s.depth() + s.height() + s.width() + s.channels());
+}
+
+template <class S>
 S kernels() {
   const Mat<S> yhat = Mat<S>::Random(1, 8), y = Mat<S>::Random(1, 8), t = Mat<S>::Random(3, 8),
                x = Mat<S>::Random(2, 8);
@@ -109,7 +123,7 @@ S use_all() {
   M g;
   S total = losskit::MSE<S>{}.value_and_gradient(a, b, g);
   const auto r = losskit::check_gradient([&](const M& z) { return losskit::MSE<S>{}(z, b); }, a, g);
-  return total + S(r.max_rel_error) + classification<S>() + factored_layer<S>() + images<S>() + kernels<S>();
+  return total + S(r.max_rel_error) + classification<S>() + factored_layer<S>() + images<S>() + volumes<S>() + kernels<S>();
 }
 }  // namespace
 

@@ -709,6 +709,26 @@ void copy_ssim_options(LossF& f, const Loss& l) {
   f.nonnegative_ssim = l.nonnegative_ssim;
 }
 
+// Each scale's term v_j of each channel of each image > 0.05, to skip points
+// near the clamp max(v_j, 0) (where v^w, w < 1, also has unbounded slope):
+// with exponent 1 at scale j and 1e-9 elsewhere (unnormalised) the index is
+// v_j·(1 + O(1e-9·log)), or 0 if any v_i <= 0. `one`: l's functor for one channel.
+template <class One, class Loss>
+bool ms_terms_away_from_zero(One one, const Loss& l, const Mat& x, const Mat& t, Index plane, Index channels) {
+  copy_ssim_options(one, l);
+  one.normalize_weights = false;
+  one.pooling = l.pooling;
+  one.fit_scales = l.fit_scales;
+  for (std::size_t j = 0; j < l.weights.size(); ++j) {
+    one.weights.assign(l.weights.size(), 1e-9);
+    one.weights[j] = 1;
+    for (Index i = 0; i < x.cols(); ++i)
+      for (Index ch = 0; ch < channels; ++ch)
+        if (!(one.index(x.block(ch * plane, i, plane, 1), t.block(ch * plane, i, plane, 1))(0) > 0.05)) return false;
+  }
+  return true;
+}
+
 void fuzz_ssim(Fdp& p) {
   const bool finite = p.ConsumeBool();
   const Index height = dim(p, 1, 16), width = dim(p, 1, 16), channels = dim(p, 1, 2), n = dim(p, 1, 2);
@@ -816,24 +836,101 @@ void fuzz_ms_family(Fdp& p) {
     return;
   }
   require_float_close(kMixed ? "MSSSIML1Loss<float>" : "MSSSIMLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-2);
-  // Each scale's term v_j of each channel, to skip points near the clamp
-  // max(v_j, 0) (where v^w, w < 1, also has unbounded slope): with exponent
-  // 1 at scale j and 1e-9 elsewhere (unnormalised) the index is v_j·(1 + O(1e-9·log)),
-  // or 0 if any v_i <= 0.
-  losskit::MSSSIMLoss<double> one(height, width, 1);
-  copy_ssim_options(one, *l);
-  one.normalize_weights = false;
-  one.pooling = l->pooling;
-  one.fit_scales = l->fit_scales;
-  const Index plane = height * width;
-  for (std::size_t j = 0; j < l->weights.size(); ++j) {
-    one.weights.assign(l->weights.size(), 1e-9);
-    one.weights[j] = 1;
-    for (Index i = 0; i < n; ++i)
-      for (Index ch = 0; ch < channels; ++ch)
-        if (!(one.index(x.block(ch * plane, i, plane, 1), t.block(ch * plane, i, plane, 1))(0) > 0.05)) return;
-  }
+  if (!ms_terms_away_from_zero(losskit::MSSSIMLoss<double>(height, width, 1), *l, x, t, height * width, channels))
+    return;
   check_direction(name, [&](const Mat& q) { return (*l)(q, t); }, x, g, 1e-3);
+}
+
+// ---- SSIM3D / MS-SSIM3D (volumes) ---------------------------------------------------------------
+
+void fuzz_ssim3d(Fdp& p) {
+  const bool finite = p.ConsumeBool();
+  const Index depth = dim(p, 1, 9), height = dim(p, 1, 9), width = dim(p, 1, 9), channels = dim(p, 1, 2),
+              n = dim(p, 1, 2);
+  std::unique_ptr<losskit::SSIM3DLoss<double>> l;
+  try {
+    l = std::make_unique<losskit::SSIM3DLoss<double>>(depth, height, width, channels);
+  } catch (const losskit::Error&) {
+    if (depth > 0 && height > 0 && width > 0 && channels > 0) violation("SSIM3DLoss", "valid size rejected");
+    return;
+  }
+  ssim_options(p, *l);
+  l->nonnegative_ssim = p.ConsumeBool();
+  l->sample_covariance = p.ConsumeBool();
+  const Index rows = maybe_wrong(p, depth * height * width * channels);
+  const Mat x = matrix(p, rows, n, finite), t = matrix(p, maybe_wrong(p, rows), n, finite);
+  show_value("depth", double(depth)), show_sizes_and_options(height, width, channels, *l), show("x", x), show("t", t);
+  Mat g = sentinel(rows, n);
+  double v = 0;
+  if (!returns("SSIM3DLoss", [&] { v = l->value_and_gradient(x, t, g); }, [&] { (*l)(x, t); })) {
+    require_untouched("SSIM3DLoss", g, rows, n);
+    return;
+  }
+  require_same_value("SSIM3DLoss", v, (*l)(x, t));
+  const Vec ps = l->per_sample(x, t);
+  if (x.allFinite() && t.allFinite() && (!std::isfinite(v) || !all_finite(g) || !ps.allFinite()))
+    violation("SSIM3DLoss", "non-finite result for finite input");
+  losskit::SSIM3DLoss<float> lf(depth, height, width, channels);
+  copy_ssim_options(lf, *l);
+  lf.nonnegative_ssim = l->nonnegative_ssim;
+  lf.sample_covariance = l->sample_covariance;
+  // (nonnegative_ssim's clamp is a kink: the directional check is skipped with it.)
+  if (finite && ssim_options_moderate(*l) && !l->nonnegative_ssim && !l->sample_covariance) {
+    check_direction("SSIM3DLoss", [&](const Mat& q) { return (*l)(q, t); }, x, g);
+    require_float_close("SSIM3DLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-2);
+  } else {
+    float_may_throw([&] { lf(x.cast<float>(), t.cast<float>()); });
+  }
+}
+
+void fuzz_ms_ssim3d(Fdp& p) {
+  const bool finite = p.ConsumeBool();
+  const Index depth = dim(p, 1, 12), height = dim(p, 1, 12), width = dim(p, 1, 12), channels = dim(p, 1, 2),
+              n = dim(p, 1, 2);
+  std::unique_ptr<losskit::MSSSIM3DLoss<double>> l;
+  try {
+    l = std::make_unique<losskit::MSSSIM3DLoss<double>>(depth, height, width, channels);
+  } catch (const losskit::Error&) {
+    if (depth > 0 && height > 0 && width > 0 && channels > 0) violation("MSSSIM3DLoss", "valid size rejected");
+    return;
+  }
+  ssim_options(p, *l);
+  const int scales = p.ConsumeIntegralInRange<int>(0, 3);
+  l->weights.clear();
+  for (int j = 0; j < scales; ++j) l->weights.push_back(p.ConsumeFloatingPointInRange<double>(0.01, 1));
+  const int pooling = p.ConsumeIntegralInRange<int>(0, 2);
+  l->pooling = pooling == 0   ? losskit::OddSizePooling::ReplicateLast
+               : pooling == 1 ? losskit::OddSizePooling::ZeroFirst
+                              : losskit::OddSizePooling::ReplicateFirst;
+  l->fit_scales = p.ConsumeBool();
+  const Index rows = maybe_wrong(p, depth * height * width * channels);
+  const Mat x = matrix(p, rows, n, finite), t = matrix(p, maybe_wrong(p, rows), n, finite);
+  show_value("depth", double(depth)), show_sizes_and_options(height, width, channels, *l), show("x", x), show("t", t);
+  for (double w : l->weights) show_value("weight", w);
+  show_value("pooling", pooling);
+  Mat g = sentinel(rows, n);
+  double v = 0;
+  if (!returns("MSSSIM3DLoss", [&] { v = l->value_and_gradient(x, t, g); }, [&] { (*l)(x, t); })) {
+    require_untouched("MSSSIM3DLoss", g, rows, n);
+    return;
+  }
+  require_same_value("MSSSIM3DLoss", v, (*l)(x, t));
+  if (x.allFinite() && t.allFinite() && (!std::isfinite(v) || !all_finite(g) || !l->per_sample(x, t).allFinite()))
+    violation("MSSSIM3DLoss", "non-finite result for finite input");
+  losskit::MSSSIM3DLoss<float> lf(depth, height, width, channels);
+  copy_ssim_options(lf, *l);
+  lf.weights.assign(l->weights.begin(), l->weights.end());
+  lf.pooling = l->pooling;
+  lf.fit_scales = l->fit_scales;
+  if (!finite || !ssim_options_moderate(*l)) {
+    float_may_throw([&] { lf(x.cast<float>(), t.cast<float>()); });
+    return;
+  }
+  require_float_close("MSSSIM3DLoss<float>", v, [&] { return lf(x.cast<float>(), t.cast<float>()); }, 1e-2);
+  if (!ms_terms_away_from_zero(losskit::MSSSIM3DLoss<double>(depth, height, width, 1), *l, x, t,
+                               depth * height * width, channels))
+    return;
+  check_direction("MSSSIM3DLoss", [&](const Mat& q) { return (*l)(q, t); }, x, g, 1e-3);
 }
 
 // ---- CS-IB family -------------------------------------------------------------------------------
@@ -998,7 +1095,7 @@ void fuzz_cs_ib(Fdp& p) {
 }
 
 using Target = void (*)(Fdp&);
-const Target kTargets[] = {fuzz_mse, fuzz_cross_entropy, fuzz_bce, fuzz_comp_sum, fuzz_smooth_adversarial, fuzz_ldrkl, fuzz_aldrkl, fuzz_z_loss, fuzz_factored_layer, fuzz_ssim, fuzz_ms_family<losskit::MSSSIMLoss>, fuzz_cs_divergence, fuzz_cs_mi, fuzz_cs_ib, fuzz_ms_family<losskit::MSSSIML1Loss>, fuzz_aldrkl_state};
+const Target kTargets[] = {fuzz_mse, fuzz_cross_entropy, fuzz_bce, fuzz_comp_sum, fuzz_smooth_adversarial, fuzz_ldrkl, fuzz_aldrkl, fuzz_z_loss, fuzz_factored_layer, fuzz_ssim, fuzz_ms_family<losskit::MSSSIMLoss>, fuzz_cs_divergence, fuzz_cs_mi, fuzz_cs_ib, fuzz_ms_family<losskit::MSSSIML1Loss>, fuzz_aldrkl_state, fuzz_ssim3d, fuzz_ms_ssim3d};
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -126,8 +126,4 @@ xg = x.clone().requires_grad_(True)
 (1 - piq_ms_ssim.multi_scale_ssim(xg, y, data_range=1.0)).backward()
 show("piq_ms_ssim_grad", grad_entries(xg.grad, (0, 1, 182, 4000, 171 * 182 - 1, 171 * 182 + 3)))
 
-if len(sys.argv) > 1 and sys.argv[1] == "3d":
-    # 6. pytorch-msssim 5-D ssim / ms_ssim (N, C, D, H, W).
-    x, y = peer_image(1, 2, 13, 17, 15, seed=11)
-    win = msssim_win(gauss64(), 2, 3)
-    show("msssim_ssim3d", [pytorch_msssim.ssim(x, y, data_range=1, win=win).item()])
+# 3-D (pytorch-msssim's 5-D ssim / ms_ssim): tests/torch/ssim3d_peer_references.py.
