@@ -316,7 +316,7 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
                                          Matrix& buffer) {
     Eigen::Map<Matrix> x(buffer.data(), len, h.cols());
     x.noalias() = w.matrix().middleRows(k0, len) * h.matrix();
-    if (b.size() != 0) x.colwise() += b.reshaped().segment(k0, len);
+    if (b.size() != 0) x.colwise() += b.matrix().reshaped().segment(k0, len);
     return x;
   }
 
@@ -444,8 +444,8 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
           gs(l) = c.label_gradient(e_y, Acc(fj) * (Acc(keep) * Acc(w_y) + Acc(spread) * Acc(u.segment(yj, 1)(0))));
         }
       });
-      gh.noalias() += w.matrix().middleRows(k0, len).transpose() * g;
-      gw.middleRows(k0, len).noalias() = g * h.matrix().transpose();
+      gh.matrix().noalias() += w.matrix().middleRows(k0, len).transpose() * g;  // .matrix(): Array outputs too
+      gw.matrix().middleRows(k0, len).noalias() = g * h.matrix().transpose();
       if (b.size() != 0) gb.reshaped().segment(k0, len) = g.rowwise().sum();
     }
   }
