@@ -19,6 +19,19 @@ struct Images {
   }
 };
 
+// The timed loop of every SSIM benchmark: value, or value and gradient into grad.
+template <bool WithGrad, class Loss>
+void time_calls(benchmark::State& state, const Loss& loss, const Images& im, Eigen::MatrixXf& grad) {
+  for (auto _ : state) {
+    if constexpr (WithGrad) {
+      benchmark::DoNotOptimize(loss.value_and_gradient(im.pred, im.target, grad));
+      benchmark::ClobberMemory();
+    } else {
+      benchmark::DoNotOptimize(loss(im.pred, im.target));
+    }
+  }
+}
+
 // `configure` sets the options of the loss under test (none by default).
 struct Defaults {
   template <class Loss>
@@ -32,14 +45,7 @@ void run(benchmark::State& state) {
   Loss loss(h, w, c);
   Configure{}(loss);
   Eigen::MatrixXf grad(c * h * w, n);
-  for (auto _ : state) {
-    if constexpr (WithGrad) {
-      benchmark::DoNotOptimize(loss.value_and_gradient(im.pred, im.target, grad));
-      benchmark::ClobberMemory();
-    } else {
-      benchmark::DoNotOptimize(loss(im.pred, im.target));
-    }
-  }
+  time_calls<WithGrad>(state, loss, im, grad);
   const double pixels = double(n * c * h * w);
   lkbench::set_throughput(state, (WithGrad ? 3.0 : 2.0) * sizeof(float) * pixels, pixels);
 }
@@ -105,14 +111,7 @@ void run_volume(benchmark::State& state) {
   Loss loss(d, h, w, c);
   if constexpr (std::is_same<Loss, losskit::MSSSIM3DLoss<float>>::value) loss.fit_scales = true;
   Eigen::MatrixXf grad(c * d * h * w, n);
-  for (auto _ : state) {
-    if constexpr (WithGrad) {
-      benchmark::DoNotOptimize(loss.value_and_gradient(im.pred, im.target, grad));
-      benchmark::ClobberMemory();
-    } else {
-      benchmark::DoNotOptimize(loss(im.pred, im.target));
-    }
-  }
+  time_calls<WithGrad>(state, loss, im, grad);
   const double voxels = double(n * c * d * h * w);
   lkbench::set_throughput(state, (WithGrad ? 3.0 : 2.0) * sizeof(float) * voxels, voxels);
 }

@@ -854,9 +854,7 @@ void fuzz_ssim3d(Fdp& p) {
     if (depth > 0 && height > 0 && width > 0 && channels > 0) violation("SSIM3DLoss", "valid size rejected");
     return;
   }
-  ssim_options(p, *l);
-  l->nonnegative_ssim = p.ConsumeBool();
-  l->sample_covariance = p.ConsumeBool();
+  ssim_options(p, *l);  // draws nonnegative_ssim and sample_covariance too
   const Index rows = maybe_wrong(p, depth * height * width * channels);
   const Mat x = matrix(p, rows, n, finite), t = matrix(p, maybe_wrong(p, rows), n, finite);
   show_value("depth", double(depth)), show_sizes_and_options(height, width, channels, *l), show("x", x), show("t", t);
@@ -872,8 +870,6 @@ void fuzz_ssim3d(Fdp& p) {
     violation("SSIM3DLoss", "non-finite result for finite input");
   losskit::SSIM3DLoss<float> lf(depth, height, width, channels);
   copy_ssim_options(lf, *l);
-  lf.nonnegative_ssim = l->nonnegative_ssim;
-  lf.sample_covariance = l->sample_covariance;
   // (nonnegative_ssim's clamp is a kink: the directional check is skipped with it.)
   if (finite && ssim_options_moderate(*l) && !l->nonnegative_ssim && !l->sample_covariance) {
     check_direction("SSIM3DLoss", [&](const Mat& q) { return (*l)(q, t); }, x, g);
