@@ -12,58 +12,46 @@
 namespace losskit {
 namespace detail {
 
-/// m = the list as one column.
-template <class M, class Scalar>
-void assign_column(M& m, std::initializer_list<Scalar> values) {
-  m.resize(Eigen::Index(values.size()), 1);
-  Eigen::Index i = 0;
-  for (const Scalar v : values) m.coeffRef(i++) = v;
-}
+/// An Eigen object with Cols columns (1 or Dynamic) that is also assignable
+/// from a braced list, read as one column.
+template <class Scalar, int Cols>
+class ListAssignable : public Eigen::Matrix<Scalar, Eigen::Dynamic, Cols> {
+  using Base = Eigen::Matrix<Scalar, Eigen::Dynamic, Cols>;
+
+ public:
+  ListAssignable() = default;
+  ListAssignable(std::initializer_list<Scalar> values) { assign(values); }
+  template <class D>
+  ListAssignable(const Eigen::MatrixBase<D>& m) : Base(m) {}  // NOLINT: implicit, like Eigen's own matrices
+
+  ListAssignable& operator=(std::initializer_list<Scalar> values) {
+    assign(values);
+    return *this;
+  }
+  template <class D>
+  ListAssignable& operator=(const Eigen::MatrixBase<D>& m) {
+    Base::operator=(m);
+    return *this;
+  }
+
+ private:
+  void assign(std::initializer_list<Scalar> values) {
+    this->resize(Eigen::Index(values.size()), 1);
+    Eigen::Index i = 0;
+    for (const Scalar v : values) this->coeffRef(i++) = v;
+  }
+};
 
 }  // namespace detail
 
+/// A vector-valued option (class_weights, pos_weight): any Eigen vector
+/// expression, or a braced list.
 template <class Scalar>
-class VectorOption : public Eigen::Matrix<Scalar, Eigen::Dynamic, 1> {
-  using Base = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-
- public:
-  VectorOption() = default;
-  VectorOption(std::initializer_list<Scalar> values) { detail::assign_column(*this, values); }
-  template <class D>
-  VectorOption(const Eigen::MatrixBase<D>& v) : Base(v) {}  // NOLINT: implicit, like Eigen's own vectors
-
-  VectorOption& operator=(std::initializer_list<Scalar> values) {
-    detail::assign_column(*this, values);
-    return *this;
-  }
-  template <class D>
-  VectorOption& operator=(const Eigen::MatrixBase<D>& v) {
-    Base::operator=(v);
-    return *this;
-  }
-};
+using VectorOption = detail::ListAssignable<Scalar, 1>;
 
 /// A matrix-valued option (BinaryCrossEntropyWithLogits::weight): any Eigen
 /// matrix expression, or a braced list as one column.
 template <class Scalar>
-class MatrixOption : public Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> {
-  using Base = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-
- public:
-  MatrixOption() = default;
-  MatrixOption(std::initializer_list<Scalar> values) { detail::assign_column(*this, values); }
-  template <class D>
-  MatrixOption(const Eigen::MatrixBase<D>& m) : Base(m) {}  // NOLINT: implicit, like Eigen's own matrices
-
-  MatrixOption& operator=(std::initializer_list<Scalar> values) {
-    detail::assign_column(*this, values);
-    return *this;
-  }
-  template <class D>
-  MatrixOption& operator=(const Eigen::MatrixBase<D>& m) {
-    Base::operator=(m);
-    return *this;
-  }
-};
+using MatrixOption = detail::ListAssignable<Scalar, Eigen::Dynamic>;
 
 }  // namespace losskit
