@@ -207,10 +207,12 @@ struct CrossEntropyColumn {
 
 template <class Scalar_>
 class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
+                     public detail::EvaluateCalls<CrossEntropy<Scalar_>>,
                      public detail::CrossEntropyOptions<Scalar_> {
   using Base = detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>;
   using Options = detail::CrossEntropyOptions<Scalar_>;
   friend Base;
+  friend detail::EvaluateCalls<CrossEntropy<Scalar_>>;
 
  public:
   using Scalar = Scalar_;
@@ -228,25 +230,9 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
     double normaliser = 0;     ///< Σ s_i·n_i (see the file comment), whatever the reduction
   };
 
-  /// target: integer labels (length N) or probabilities (C×N) of this Scalar.
-  template <class X, class T>
-  Result evaluate(const Eigen::DenseBase<X>& logits, const Eigen::DenseBase<T>& target) const {
-    return result(this->totals(logits, target, detail::UnitWeights{}, no_grad));
-  }
-
-  /// As above, and writes the gradient of result.loss into grad.
-  template <class X, class T, class G>
-  Result evaluate(const Eigen::DenseBase<X>& logits, const Eigen::DenseBase<T>& target,
-                  const Eigen::DenseBase<G>& grad) const {
-    return result(this->totals(logits, target, detail::UnitWeights{}, grad));
-  }
-
-  /// With sample weights; grad may be losskit::no_grad.
-  template <class X, class T, class W, class G>
-  Result evaluate(const Eigen::DenseBase<X>& logits, const Eigen::DenseBase<T>& target,
-                  const Eigen::DenseBase<W>& sample_weights, const G& grad) const {
-    return result(this->totals(logits, target, sample_weights, grad));
-  }
+  /// evaluate(logits, target[, sample_weights], grad): the Result; target is
+  /// integer labels (length N) or probabilities (C×N) of this Scalar.
+  using detail::EvaluateCalls<CrossEntropy<Scalar_>>::evaluate;
 
   /// The local normaliser of a batch: Σ w_{y_i} over non-ignored labels, or
   /// the number of columns of probability targets. Labels are checked

@@ -1183,8 +1183,9 @@ namespace detail {
 /// What MSSSIMLoss and MSSSIML1Loss share: the scales and their weights,
 /// evaluate() with the count of clamped images.
 template <class Derived, class Scalar_>
-class MSSSIMFamily : public SSIMFamily<Derived, Scalar_> {
+class MSSSIMFamily : public SSIMFamily<Derived, Scalar_>, public EvaluateCalls<Derived> {
   using Base = SSIMFamily<Derived, Scalar_>;
+  friend EvaluateCalls<Derived>;
 
  public:
   using Scalar = Scalar_;
@@ -1206,24 +1207,7 @@ class MSSSIMFamily : public SSIMFamily<Derived, Scalar_> {
     Eigen::Index clamped_images = 0;  ///< images with a non-positive scale term
   };
 
-  template <class P, class T>
-  Result evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
-    return result(this->totals(pred, target, detail::UnitWeights{}, no_grad));
-  }
-
-  /// As above, and writes the gradient of result.loss into grad.
-  template <class P, class T, class G>
-  Result evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
-                  const Eigen::DenseBase<G>& grad) const {
-    return result(this->totals(pred, target, detail::UnitWeights{}, grad));
-  }
-
-  /// With sample weights; grad may be losskit::no_grad.
-  template <class P, class T, class W, class G>
-  Result evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
-                  const Eigen::DenseBase<W>& sample_weights, const G& grad) const {
-    return result(this->totals(pred, target, sample_weights, grad));
-  }
+  using EvaluateCalls<Derived>::evaluate;  ///< evaluate(pred, target[, sample_weights], grad): the Result
 
   /// The number of scales a call uses (weights.size(), or fewer with fit_scales).
   int scales() const {

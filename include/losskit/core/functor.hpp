@@ -345,5 +345,38 @@ class ColumnLoss {
   }
 };
 
+/// evaluate(): the reduced call with the family's parts, for families with a
+/// Result (CrossEntropy, the MS-SSIM losses). Derived (or the family base that
+/// declares `static Result result(const Totals&)`) befriends this class.
+template <class Derived>
+class EvaluateCalls {
+ public:
+  template <class P, class T>
+  auto evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target) const {
+    return call(pred, target, UnitWeights{}, NoGrad{});
+  }
+
+  /// As above, and writes the gradient of result.loss into grad.
+  template <class P, class T, class G>
+  auto evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
+                const Eigen::DenseBase<G>& grad) const {
+    return call(pred, target, UnitWeights{}, grad);
+  }
+
+  /// With sample weights; grad may be losskit::no_grad.
+  template <class P, class T, class W, class G>
+  auto evaluate(const Eigen::DenseBase<P>& pred, const Eigen::DenseBase<T>& target,
+                const Eigen::DenseBase<W>& sample_weights, const G& grad) const {
+    return call(pred, target, sample_weights, grad);
+  }
+
+ private:
+  template <class P, class T, class W, class G>
+  auto call(const P& pred, const T& target, const W& sample_weights, const G& grad) const {
+    const Derived& self = static_cast<const Derived&>(*this);
+    return Derived::result(self.totals(pred, target, sample_weights, grad));
+  }
+};
+
 }  // namespace detail
 }  // namespace losskit
