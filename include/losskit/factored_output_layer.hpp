@@ -88,7 +88,9 @@
 /// products also malloc their packing buffers where those exceed
 /// EIGEN_STACK_ALLOCATION_LIMIT (128 KB unless defined before including
 /// Eigen): in float with m = 64, none up to d = 128, four per step at d = 256.
-/// value_and_gradient allocates its buffers on every call.
+/// value_and_gradient checks its buffers out of a pool (one set per
+/// concurrent caller, core/workspace.hpp): a repeated call with the same m
+/// and K allocates nothing either (the same Eigen packing caveat applies).
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
@@ -101,6 +103,7 @@
 #include "core/checks.hpp"
 #include "core/numerics.hpp"
 #include "core/reduction.hpp"
+#include "core/workspace.hpp"
 #include "mse.hpp"
 #include "z_loss.hpp"
 
@@ -186,36 +189,24 @@ class FactoredOutputLayer {
     ++stats_.unfactorizations;
   }
 
-  // ---- Z-loss with integer labels ---------------------------------------------------------
+  // ---- ZLoss, or MSE against one-hot labels: integer labels (length m) ------------------
 
-  /// Loss and ∂L/∂H without changing the layer.
-  template <class H, class L, class G>
-  Scalar value_and_gradient(const ZLoss<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
-                            const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad_hidden) const {
-    Evaluation ev;
-    return zloss_step(*this, ev, loss, hidden, labels, grad_hidden, Scalar(0));
+  /// Loss and ∂L/∂H without changing the layer; `loss` is a ZLoss<Scalar> or
+  /// an MSE<Scalar> (against the one-hot rows of the labels).
+  template <class Loss, class H, class L, class G>
+  Scalar value_and_gradient(const Loss& loss, const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<L>& labels,
+                            const Eigen::DenseBase<G>& grad_hidden) const {
+    require_labelled_loss<Loss>();
+    const auto ev = evaluations_.acquire();
+    return labelled_step(*this, *ev, loss, hidden, labels, grad_hidden, Scalar(0));
   }
 
   /// Loss and ∂L/∂H at the current weights, then the exact SGD update of W.
-  template <class H, class L, class G>
-  Scalar train_step(const ZLoss<Scalar>& loss, const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<L>& labels,
+  template <class Loss, class H, class L, class G>
+  Scalar train_step(const Loss& loss, const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<L>& labels,
                     const Eigen::DenseBase<G>& grad_hidden, Scalar learning_rate) {
-    return zloss_step(*this, ev_, loss, hidden, labels, grad_hidden, learning_rate);
-  }
-
-  // ---- MSE against one-hot labels ---------------------------------------------------------
-
-  template <class H, class L, class G>
-  Scalar value_and_gradient(const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
-                            const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad_hidden) const {
-    Evaluation ev;
-    return onehot_step(*this, ev, loss, hidden, labels, grad_hidden, Scalar(0));
-  }
-
-  template <class H, class L, class G>
-  Scalar train_step(const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<L>& labels,
-                    const Eigen::DenseBase<G>& grad_hidden, Scalar learning_rate) {
-    return onehot_step(*this, ev_, loss, hidden, labels, grad_hidden, learning_rate);
+    require_labelled_loss<Loss>();
+    return labelled_step(*this, ev_, loss, hidden, labels, grad_hidden, learning_rate);
   }
 
   // ---- MSE against sparse targets: column i has value target_values(j, i) at row target_rows(j, i)
@@ -224,8 +215,8 @@ class FactoredOutputLayer {
   Scalar value_and_gradient(const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
                             const Eigen::DenseBase<R>& target_rows, const Eigen::DenseBase<T>& target_values,
                             const Eigen::DenseBase<G>& grad_hidden) const {
-    Evaluation ev;
-    return sparse_step(*this, ev, loss, hidden, target_rows, target_values, grad_hidden, Scalar(0));
+    const auto ev = evaluations_.acquire();
+    return sparse_step(*this, *ev, loss, hidden, target_rows, target_values, grad_hidden, Scalar(0));
   }
 
   template <class H, class R, class T, class G>
@@ -303,8 +294,15 @@ class FactoredOutputLayer {
   Scalar smin_bound_ = 1, smax_bound_ = 1;  // bounds on U's singular values since the last SVD
   long since_refresh_ = 0, since_check_ = 0, since_unfactorize_ = 0;
   FactoredLayerStats stats_;
-  Evaluation ev_;
+  Evaluation ev_;                                  // train_step's
+  detail::WorkspacePool<Evaluation> evaluations_;  // value_and_gradient's, one per concurrent caller
   UpdateWorkspace uw_;
+
+  template <class Loss>
+  static constexpr void require_labelled_loss() {
+    static_assert(std::is_same<Loss, ZLoss<Scalar>>::value || std::is_same<Loss, MSE<Scalar>>::value,
+                  "losskit: FactoredOutputLayer takes a ZLoss<Scalar> or an MSE<Scalar> of its own Scalar");
+  }
 
   void reset_factorization() {
     const Eigen::Index d = vt_.rows();
@@ -356,8 +354,9 @@ class FactoredOutputLayer {
   static constexpr bool kUpdates = !std::is_const<Layer>::value;
 
   template <class Layer, class H, class L, class G>
-  static Scalar zloss_step(Layer& layer, Evaluation& ev, const ZLoss<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
-                           const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad, Scalar lr) {
+  static Scalar labelled_step(Layer& layer, Evaluation& ev, const ZLoss<Scalar>& loss,
+                              const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<L>& labels,
+                              const Eigen::DenseBase<G>& grad, Scalar lr) {
     layer.check_common(hidden, grad, kUpdates<Layer>, lr);
     detail::check_positive("ZLoss", "a", loss.a);
     detail::check_finite("ZLoss", "b", loss.b);
@@ -377,8 +376,9 @@ class FactoredOutputLayer {
   }
 
   template <class Layer, class H, class L, class G>
-  static Scalar onehot_step(Layer& layer, Evaluation& ev, const MSE<Scalar>& loss, const Eigen::DenseBase<H>& hidden,
-                            const Eigen::DenseBase<L>& labels, const Eigen::DenseBase<G>& grad, Scalar lr) {
+  static Scalar labelled_step(Layer& layer, Evaluation& ev, const MSE<Scalar>& loss,
+                              const Eigen::DenseBase<H>& hidden, const Eigen::DenseBase<L>& labels,
+                              const Eigen::DenseBase<G>& grad, Scalar lr) {
     layer.check_common(hidden, grad, kUpdates<Layer>, lr);
     detail::check_labels("MSE", labels, hidden.cols(), layer.classes());
     const Eigen::Index m = hidden.cols();
