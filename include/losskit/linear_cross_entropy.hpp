@@ -36,12 +36,15 @@
 /// one thread, loaded machine) took 1.6× the materialised path against 1.4×
 /// for this algorithm in the same runs, so it is not used.
 ///
-/// Memory: a call allocates one block (block_size×N), a few length-N vectors
+/// Memory: a call uses one block (block_size×N), a few length-N vectors
 /// and Eigen's GEMM packing buffers (bounded by the cache sizes): with the
 /// default block_size and C >= 32768 that is at most 1/16 of the C×N logits
-/// (tested with a counting allocator). Outputs of the right size are not
-/// reallocated. Workspaces live in the call, so concurrent const calls on
-/// one object are safe.
+/// (tested with a counting allocator). The block and the vectors come from a
+/// pool with one workspace per concurrent caller (core/workspace.hpp), so
+/// concurrent const calls share nothing and a repeated call with the same
+/// shapes allocates only what Eigen's GEMM packs on the heap (nothing where
+/// the packing fits EIGEN_STACK_ALLOCATION_LIMIT). Outputs of the right size
+/// are not reallocated.
 ///
 /// Sparsity filter (CCE's gradient filtering, off by default): with
 /// sparsity_threshold τ > 0 and no label smoothing, pass 2 skips a block (no
@@ -70,6 +73,7 @@
 #include "core/functor.hpp"
 #include "core/parallel.hpp"
 #include "core/reduction.hpp"
+#include "core/workspace.hpp"
 #include "cross_entropy.hpp"
 
 namespace losskit {
@@ -177,7 +181,17 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
     std::vector<Column> column;
     Eigen::Matrix<unsigned char, Eigen::Dynamic, 1> state;
     Matrix block_max;  ///< (blocks × N), only with the sparsity filter
+    Vector global_max;  ///< combine_ranks' scratch: N, and 3N sums
+    AccVector sums;
   };
+
+  /// What a call reuses: checked out of workspaces_, one per concurrent
+  /// caller, so a repeated call with the same shapes allocates nothing.
+  struct Workspace {
+    Matrix buffer;  ///< one block of logits (block_size × N)
+    Stats st;
+  };
+  detail::WorkspacePool<Workspace> workspaces_;
 
   bool sliced(Eigen::Index classes) const { return total_classes != 0 && total_classes != classes; }
 
@@ -275,8 +289,11 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
     const Eigen::Index bs = std::min(block_size, classes);
     const bool filter = detail::wants_grad<GH> && sparsity_threshold > Scalar(0) && spread == Scalar(0);
 
-    Matrix buffer(bs, n);
-    Stats st = first_pass(h, w, b, y, s, u, buffer, spread > Scalar(0), filter);
+    const auto ws = workspaces_.acquire();
+    Matrix& buffer = ws->buffer;
+    Stats& st = ws->st;
+    buffer.resize(bs, n);
+    first_pass(h, w, b, y, s, u, buffer, st, spread > Scalar(0), filter);
 
     const Part sum = detail::column_sum<Part>(n, 1, [&](Eigen::Index j) {
       if (st.state(j) != kCounted) return st.state(j) == kNonFinite ? nan_part() : Part{};
@@ -326,10 +343,9 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
   }
 
   template <class HX, class WX, class BX, class LX, class SW, class U>
-  Stats first_pass(const HX& h, const WX& w, const BX& b, const LX& y, const SW& s, const U& u, Matrix& buffer,
-                   bool need_dot, bool filter) const {
+  void first_pass(const HX& h, const WX& w, const BX& b, const LX& y, const SW& s, const U& u, Matrix& buffer,
+                  Stats& st, bool need_dot, bool filter) const {
     const Eigen::Index n = h.cols(), classes = w.rows(), bs = buffer.rows();
-    Stats st;
     st.m.setConstant(n, std::numeric_limits<Scalar>::lowest());
     st.x_y.setZero(n);
     st.sum_e.setZero(n);
@@ -364,7 +380,6 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
     if (sliced(classes)) combine_ranks(st, u_before);
     for (Eigen::Index j = 0; j < n; ++j)
       if (st.state(j) == kCounted && !Column::finite(st.m(j), st.sum_e(j))) st.state(j) = kNonFinite;
-    return st;
   }
 
   /// A slice's statistics made global: every rank's max, its sums moved to
@@ -372,9 +387,11 @@ class LinearCrossEntropy : public detail::CrossEntropyOptions<Scalar_> {
   /// label's logit is held by one rank and 0 elsewhere, so its sum is exact.
   void combine_ranks(Stats& st, Acc u_local) const {
     const Eigen::Index n = st.m.size();
-    Vector global_max = st.m;
+    Vector& global_max = st.global_max;
+    global_max = st.m;
     all_reduce_max(global_max.data(), n);
-    AccVector sums(3 * n);
+    AccVector& sums = st.sums;
+    sums.resize(3 * n);
     for (Eigen::Index j = 0; j < n; ++j) {
       const Scalar m = st.m(j), gm = global_max(j);
       if (st.state(j) == kCounted && gm > m) {
