@@ -381,10 +381,13 @@ struct ZLoss : LabelCalls {
 // ---- images ------------------------------------------------------------------------------
 
 /// pred = target + noise, both in [0, 1]: SSIM well inside (0, 1), every
-/// MS-SSIM scale term positive (no clamped, non-differentiable terms).
-inline std::tuple<Eigen::MatrixXd, Eigen::MatrixXd> image_pair(Eigen::Index rows, Eigen::Index n) {
+/// MS-SSIM scale term positive (no clamped, non-differentiable terms). Every
+/// |pred − target| >= gap keeps an L1 term's kinks out of a finite difference's reach.
+inline std::tuple<Eigen::MatrixXd, Eigen::MatrixXd> image_pair(Eigen::Index rows, Eigen::Index n, double gap = 0) {
   const Eigen::MatrixXd target = lktest::uniform(rows, n, 0.2, 0.8);
-  const Eigen::MatrixXd pred = target + lktest::normal(rows, n, 0.05);
+  const Eigen::MatrixXd noise = lktest::normal(rows, n, 0.05);
+  const Eigen::MatrixXd pred =
+      target + noise.unaryExpr([gap](double e) { return e < 0 ? e - gap : e + gap; });
   return {pred, target};
 }
 
@@ -465,7 +468,7 @@ struct MSSSIML1 : ImageCalls {
     l.alpha = S(0.6);
     return l;
   }
-  static auto data() { return image_pair(16 * 14, 2); }
+  static auto data() { return image_pair(16 * 14, 2, 0.02); }
 };
 
 // ---- batch-level estimators and large heads ----------------------------------------------
@@ -582,7 +585,9 @@ struct LinearCrossEntropy : Calls {
 /// CPU-seconds of compile time; it has its own tests in test_spherical.cpp.
 /// value() is the dense ZLoss on layer.outputs(H) (an independent path), so
 /// the "value_and_gradient returns operator()" identity compares the O(d²)
-/// evaluation with the O(D·d) one. No sample weights, no per_sample.
+/// evaluation with the O(D·d) one. No sample weights, no per_sample; its
+/// value_and_gradient allocates its buffers on every call (documented in
+/// factored_output_layer.hpp; train_step's are kept), so kNoAllocation is false.
 template <class S>
 struct FactoredZLoss {
   losskit::FactoredOutputLayer<S> layer;
@@ -593,6 +598,7 @@ struct FactoredOutputLayer : LabelCalls {
   static constexpr const char* kName = "FactoredOutputLayer (ZLoss)";
   static constexpr bool kPerSample = false;
   static constexpr bool kSampleWeights = false;
+  static constexpr bool kNoAllocation = false;
   template <class S>
   using Loss = FactoredZLoss<S>;
   using Diff = std::index_sequence<0>;

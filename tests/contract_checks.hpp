@@ -115,10 +115,47 @@ Eigen::VectorXd per_sample_losses(typename Case::template Loss<S> loss, const Ar
   }
 }
 
+// ---- reports: the Catch2 assertions live in these few non-template functions ----------------
+
+/// Which case, which Scalar, which variant: the first words of every report.
+template <class Case, class S>
+std::string where(const std::string& what = "") {
+  return std::string(Case::kName) + (std::is_same<S, float>::value ? " (float)" : " (double)") +
+         (what.empty() ? "" : ", " + what);
+}
+
+inline void expect(bool ok, const std::string& report) {
+  INFO(report);
+  CHECK(ok);
+}
+
+inline void expect_close(double got, double want, double tol, const std::string& report) {
+  INFO(report << ": got " << got << ", want " << want << " (tolerance " << tol << " relative)");
+  CHECK(close(got, want, tol));
+}
+
+inline void expect_grads(double err, double tol, const std::string& report) {
+  INFO(report << ": gradient differs by " << err << " of its largest entry (tolerance " << tol << ")");
+  CHECK(err <= tol);
+}
+
+/// Runs f; true if it threw losskit::Error (anything else thrown: false).
+template <class F>
+bool throws_error(F&& f) {
+  try {
+    f();
+  } catch (const losskit::Error&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+  return false;
+}
+
 // ---- 1. expression inputs ------------------------------------------------------------------
 
-/// Each view kind holds what it needs (a copy, padding, a transpose) and
-/// gives the view; labels are viewed only by MapView (an int Map).
+/// Each view kind holds what it needs (a padded copy, a transpose, a row-major
+/// copy) and gives the view; labels are viewed only by MapView (an int Map).
 template <class A>
 constexpr bool kFloating = std::is_floating_point<typename A::Scalar>::value;
 
@@ -209,15 +246,19 @@ auto views_of(const Holders& holders) {
   return std::apply([](const auto&... h) { return std::make_tuple(h.get()...); }, holders);
 }
 
-template <class Case, class S, class V, class G0>
+/// value_and_gradient on the views (its value is checked as well); operator()
+/// too where `with_value` (the harness does that for Map and the array
+/// expression, which between them cover direct and coefficient access, to
+/// keep the compile time down).
+template <class Case, class S, class V, bool WithValue, class G0>
 void check_view(const typename Case::template Loss<S>& loss, const Args<Case, S>& args, double v0, const G0& g0) {
-  INFO(Case::kName << " (" << (sizeof(S) == 4 ? "float" : "double") << "), inputs as " << V::kName);
+  const std::string report = where<Case, S>(std::string("inputs as ") + V::kName);
   const auto holders = hold_all<V>(args);
   const auto views = views_of(holders);
-  CHECK(close(double(Case::value(loss, NoWeights{}, views)), v0, kSame<S>));
+  if constexpr (WithValue) expect_close(Case::value(loss, NoWeights{}, views), v0, kSame<S>, report + ", operator()");
   auto g = sentinel_grads(args, typename Case::Diff{});
-  CHECK(close(double(Case::vg(loss, NoWeights{}, views, g)), v0, kSame<S>));
-  CHECK(grads_err(g, g0) <= kSame<S>);
+  expect_close(Case::vg(loss, NoWeights{}, views, g), v0, kSame<S>, report + ", value_and_gradient");
+  expect_grads(grads_err(g, g0), kSame<S>, report);
 }
 
 template <class Case, class S>
@@ -226,11 +267,11 @@ void check_expressions() {
   const Args<Case, S> args = cast_args<S>(Case::data());
   auto g0 = sentinel_grads(args, typename Case::Diff{});
   const double v0 = double(Case::vg(loss, NoWeights{}, args, g0));
-  check_view<Case, S, MapView>(loss, args, v0, g0);
-  check_view<Case, S, BlockView>(loss, args, v0, g0);
-  check_view<Case, S, TransposeView>(loss, args, v0, g0);
-  check_view<Case, S, RowMajorView>(loss, args, v0, g0);
-  check_view<Case, S, ArrayView>(loss, args, v0, g0);
+  check_view<Case, S, MapView, true>(loss, args, v0, g0);
+  check_view<Case, S, BlockView, false>(loss, args, v0, g0);
+  check_view<Case, S, TransposeView, false>(loss, args, v0, g0);
+  check_view<Case, S, RowMajorView, false>(loss, args, v0, g0);
+  check_view<Case, S, ArrayView, true>(loss, args, v0, g0);
 }
 
 // ---- 2. gradient outputs as views ----------------------------------------------------------
@@ -253,7 +294,8 @@ struct BlockOut {
     using Big = Eigen::Matrix<typename G::Scalar, Eigen::Dynamic, Eigen::Dynamic>;
     Big big;
     Eigen::Index r, c;
-    explicit Out(const G& g) : big(Big::Constant(g.rows() + 2, g.cols() + 3, typename G::Scalar(-12345.5))), r(g.rows()), c(g.cols()) {}
+    explicit Out(const G& g)
+        : big(Big::Constant(g.rows() + 2, g.cols() + 3, typename G::Scalar(-12345.5))), r(g.rows()), c(g.cols()) {}
     auto view() { return big.block(1, 2, r, c); }
     G result() const { return big.block(1, 2, r, c); }
   };
@@ -272,12 +314,13 @@ struct ArrayOut {
 
 template <class Case, class S, class O, class G0>
 void check_output_kind(const typename Case::template Loss<S>& loss, const Args<Case, S>& args, double v0, const G0& g0) {
-  INFO(Case::kName << " (" << (sizeof(S) == 4 ? "float" : "double") << "), gradient outputs as " << O::kName);
-  auto outs = std::apply([](const auto&... g) { return std::tuple<typename O::template Out<std::decay_t<decltype(g)>>...>(g...); }, g0);
+  const std::string report = where<Case, S>(std::string("gradient outputs as ") + O::kName);
+  auto outs = std::apply(
+      [](const auto&... g) { return std::tuple<typename O::template Out<std::decay_t<decltype(g)>>...>(g...); }, g0);
   auto views = std::apply([](auto&... o) { return std::tuple<decltype(o.view())...>(o.view()...); }, outs);
-  CHECK(close(double(Case::vg(loss, NoWeights{}, args, views)), v0, kSame<S>));
+  expect_close(Case::vg(loss, NoWeights{}, args, views), v0, kSame<S>, report);
   const auto got = std::apply([](const auto&... o) { return std::make_tuple(o.result()...); }, outs);
-  CHECK(grads_err(got, g0) <= kSame<S>);
+  expect_grads(grads_err(got, g0), kSame<S>, report);
 }
 
 template <class Case, class S>
@@ -293,28 +336,35 @@ void check_outputs() {
 
 // ---- 3. no allocation with presized outputs --------------------------------------------------
 
+/// news, mallocs: counted while the call ran (the report is built afterwards).
+inline void expect_no_allocation(long news, long mallocs, const std::string& report) {
+  INFO(report << ": " << news << " operator new calls, " << mallocs << " mallocs (-1: not counted)");
+  CHECK(news == 0);
+  CHECK(mallocs <= 0);
+}
+
+template <class F>
+std::pair<long, long> allocations_of(F&& call) {
+  const lktest::AllocationCounter c;
+  call();
+  return {c.count(), c.heap_count()};
+}
+
 template <class Case, class S>
 void check_no_allocation() {
   if constexpr (Case::kNoAllocation) {
     const auto loss = Case::template make<S>();
     const Args<Case, S> args = cast_args<S>(Case::data());
     auto g = sentinel_grads(args, typename Case::Diff{});
-    INFO(Case::kName << " (" << (sizeof(S) == 4 ? "float" : "double") << ")");
-    Case::vg(loss, NoWeights{}, args, g);  // warm-up: workspaces, OpenMP's pool
-    {
-      lktest::AllocationCounter c;
-      Case::vg(loss, NoWeights{}, args, g);
-      CHECK(c.count() == 0);
-      CHECK(c.heap_count() <= 0);
-    }
+    Case::vg(loss, NoWeights{}, args, g);  // warm-up: workspaces, OpenMP's threads
+    const auto plain = allocations_of([&] { Case::vg(loss, NoWeights{}, args, g); });
+    expect_no_allocation(plain.first, plain.second, where<Case, S>("second value_and_gradient"));
     if constexpr (Case::kSampleWeights) {
       const Vec<S> s = weights_of<S>(lktest::random_weights(Case::batch(args), true));
       Case::vg(loss, s, args, g);
-      lktest::AllocationCounter c;
-      Case::vg(loss, s, args, g);
-      INFO("with sample weights");
-      CHECK(c.count() == 0);
-      CHECK(c.heap_count() <= 0);
+      const auto weighted = allocations_of([&] { Case::vg(loss, s, args, g); });
+      expect_no_allocation(weighted.first, weighted.second,
+                           where<Case, S>("second value_and_gradient with sample weights"));
     }
   }
 }
@@ -323,31 +373,32 @@ void check_no_allocation() {
 
 template <class Case, class S, class W>
 void check_rejected(const typename Case::template Loss<S>& loss, const Args<Case, S>& good, const Args<Case, S>& bad,
-                    const W& w) {
+                    const W& w, const std::string& report) {
   auto g = sentinel_grads(good, typename Case::Diff{});
-  CHECK_THROWS_AS(Case::vg(loss, w, bad, g), losskit::Error);
-  CHECK_THROWS_AS(Case::value(loss, w, bad), losskit::Error);
-  CHECK(all_untouched(g));
+  expect(throws_error([&] { Case::vg(loss, w, bad, g); }), report + ": value_and_gradient throws losskit::Error");
+  expect(throws_error([&] { Case::value(loss, w, bad); }), report + ": operator() throws losskit::Error");
+  expect(all_untouched(g), report + ": every gradient output still holds the sentinel");
 }
 
-/// Output J as a Map one column too wide (a view cannot be resized).
+/// Output J as a Map one column too wide (a view cannot be resized), the others presized.
 template <class Case, class S, std::size_t J, std::size_t... I>
 void check_wrong_output(const typename Case::template Loss<S>& loss, const Args<Case, S>& args,
-                        std::index_sequence<I...> diff) {
-  auto g = sentinel_grads(args, diff);
+                        std::index_sequence<I...>) {
+  auto g = sentinel_grads(args, typename Case::Diff{});
   auto& gj = std::get<J>(g);
   Mat<S> wide = lktest::sentinel<S>(gj.rows(), gj.cols() + 1);
-  auto views = std::tuple<std::conditional_t<I == J, Eigen::Map<Mat<S>>, std::decay_t<decltype(std::get<I>(g))>&>...>(
-      [&](auto& gi) -> decltype(auto) {
-        if constexpr (I == J)
-          return Eigen::Map<Mat<S>>(wide.data(), wide.rows(), wide.cols());
-        else
-          return gi;
-      }(std::get<I>(g))...);
-  INFO("gradient output " << J << " one column too wide");
-  CHECK_THROWS_AS(Case::vg(loss, NoWeights{}, args, views), losskit::Error);
-  CHECK(all_untouched(g));
-  CHECK(lktest::untouched(wide, wide.rows(), wide.cols()));
+  Eigen::Map<Mat<S>> wide_view(wide.data(), wide.rows(), wide.cols());
+  auto pick = [&](auto& gi, auto index) -> auto& {
+    if constexpr (decltype(index)::value == J)
+      return wide_view;
+    else
+      return gi;
+  };
+  auto views = std::tie(pick(std::get<I>(g), std::integral_constant<std::size_t, I>{})...);
+  const std::string report = where<Case, S>("gradient output " + std::to_string(J) + " one column too wide");
+  expect(throws_error([&] { Case::vg(loss, NoWeights{}, args, views); }), report + ": throws losskit::Error");
+  expect(all_untouched(g) && lktest::untouched(wide, wide.rows(), wide.cols()),
+         report + ": every gradient output still holds the sentinel");
 }
 
 template <class Case, class S>
@@ -357,19 +408,23 @@ void check_errors() {
   const Eigen::Index n = Case::batch(args);
   const auto bad_args = Case::errors(args);
   for (std::size_t k = 0; k < bad_args.size(); ++k) {
-    INFO(Case::kName << " (" << (sizeof(S) == 4 ? "float" : "double") << "), bad arguments #" << k);
-    check_rejected<Case, S>(loss, args, bad_args[k], NoWeights{});
-    if constexpr (Case::kPerSample) CHECK_THROWS_AS(Case::per_sample(loss, bad_args[k]), losskit::Error);
-    if constexpr (Case::kSampleWeights) check_rejected<Case, S>(loss, args, bad_args[k], Vec<S>(Vec<S>::Ones(n)));
+    const std::string report = where<Case, S>("bad arguments #" + std::to_string(k));
+    check_rejected<Case, S>(loss, args, bad_args[k], NoWeights{}, report);
+    if constexpr (Case::kPerSample)
+      expect(throws_error([&] { Case::per_sample(loss, bad_args[k]); }), report + ": per_sample throws losskit::Error");
+    if constexpr (Case::kSampleWeights)
+      check_rejected<Case, S>(loss, args, bad_args[k], Vec<S>(Vec<S>::Ones(n)), report + ", with sample weights");
   }
   if constexpr (Case::kSampleWeights) {
-    for (const auto& bad : lktest::bad_weights(n)) {
-      INFO(Case::kName << " (" << (sizeof(S) == 4 ? "float" : "double") << "), sample weights: " << bad.first);
-      check_rejected<Case, S>(loss, args, args, weights_of<S>(bad.second));
-    }
+    for (const auto& bad : lktest::bad_weights(n))
+      check_rejected<Case, S>(loss, args, args, weights_of<S>(bad.second), where<Case, S>("sample weights: " + bad.first));
   }
-  for_each_index([&](auto j) { check_wrong_output<Case, S, decltype(j)::value>(loss, args, typename Case::Diff{}); },
-                 std::make_index_sequence<std::tuple_size<decltype(sentinel_grads(args, typename Case::Diff{}))>::value>{});
+  constexpr std::size_t outputs = std::tuple_size<decltype(sentinel_grads(args, typename Case::Diff{}))>::value;
+  for_each_index(
+      [&](auto j) {
+        check_wrong_output<Case, S, decltype(j)::value>(loss, args, std::make_index_sequence<outputs>{});
+      },
+      std::make_index_sequence<outputs>{});
 }
 
 // ---- 5. float against double -----------------------------------------------------------------
@@ -384,12 +439,17 @@ void check_float_double() {
   auto gf = sentinel_grads(af, typename Case::Diff{});
   auto gd = sentinel_grads(ad, typename Case::Diff{});
   const double vf = Case::vg(lf, NoWeights{}, af, gf), vd = Case::vg(ld, NoWeights{}, ad, gd);
-  INFO(Case::kName << ": float " << vf << ", double " << vd << ", gradient error " << grads_err(gf, gd));
-  CHECK(close(vf, vd, Case::kFloatTol));
-  CHECK(grads_err(gf, gd) <= 10 * Case::kFloatTol);
+  const std::string report = std::string(Case::kName) + ": float against double";
+  expect_close(vf, vd, Case::kFloatTol, report);
+  expect_grads(grads_err(gf, gd), 10 * Case::kFloatTol, report);
 }
 
 // ---- 6. gradient check in double -------------------------------------------------------------
+
+inline void expect_gradient(const losskit::GradientCheckResult& res, const std::string& report) {
+  INFO(report << ": " << res.report());
+  CHECK(res.passed);
+}
 
 template <class Case, class W>
 void check_gradients_with(const typename Case::template Loss<double>& loss, const Args<Case, double>& args, const W& w) {
@@ -406,9 +466,9 @@ void check_gradients_with(const typename Case::template Loss<double>& loss, cons
           std::get<I>(moved) = z;
           return Case::value(loss, w, moved);
         };
-        const auto res = losskit::check_gradient(f, std::get<I>(args), std::get<O>(g), opt);
-        INFO(Case::kName << ", argument " << I << (kWeighted<W> ? ", with sample weights: " : ": ") << res.report());
-        CHECK(res.passed);
+        expect_gradient(losskit::check_gradient(f, std::get<I>(args), std::get<O>(g), opt),
+                        where<Case, double>("argument " + std::to_string(I) +
+                                            (kWeighted<W> ? ", with sample weights (some 0)" : "")));
       },
       std::make_index_sequence<std::tuple_size<decltype(g)>::value>{});
 }
@@ -424,17 +484,47 @@ void check_gradients() {
 
 // ---- 7. identities -------------------------------------------------------------------------
 
+/// Sample weights: all 1 = none; Σ s_i·ℓ_i (Sum) and that / Σ s_i·n_i (Mean),
+/// with positive weights and with some 0 (lktest::weighted_reference); the
+/// weighted value_and_gradient returns the weighted operator(); all 0 give 0
+/// and zero gradients.
+template <class Case, class S>
+void check_weight_identities(typename Case::template Loss<S> loss, const Args<Case, S>& args,
+                             const Eigen::VectorXd& l, const Eigen::VectorXd& shares) {
+  using losskit::Reduction;
+  const Eigen::Index n = Case::batch(args);
+  for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
+    Case::set_reduction(loss, r);
+    const std::string report = where<Case, S>(r == Reduction::Mean ? "Mean" : "Sum");
+    expect_close(Case::value(loss, Vec<S>(Vec<S>::Ones(n)), args), Case::value(loss, NoWeights{}, args), kSame<S>,
+                 report + ": unit weights give the unweighted value");
+    for (bool zeros : {false, true}) {
+      const Vec<S> s = weights_of<S>(lktest::random_weights(n, zeros));
+      const Eigen::VectorXd seen = s.template cast<double>();  // the weights as the loss sees them
+      const lktest::WeightedReference ref = lktest::weighted_reference(l, seen, false);
+      const double want = r == Reduction::Mean ? ref.value / seen.dot(shares) : ref.value;
+      const std::string variant = report + (zeros ? ", some weights 0" : ", positive weights");
+      const double got = Case::value(loss, s, args);
+      expect_close(got, want, kSame<S>, variant + ": Σ s_i·ℓ_i (/ Σ s_i·n_i)");
+      auto g = sentinel_grads(args, typename Case::Diff{});
+      expect_close(Case::vg(loss, s, args, g), got, kSame<S>, variant + ": value_and_gradient returns operator()");
+    }
+    auto g = sentinel_grads(args, typename Case::Diff{});
+    const double zero_vg = Case::vg(loss, Vec<S>(Vec<S>::Zero(n)), args, g);
+    const double zero_value = Case::value(loss, Vec<S>(Vec<S>::Zero(n)), args);
+    expect(zero_vg == 0 && zero_value == 0 && all_zero(g), report + ": all weights 0 give 0 and a zero gradient");
+  }
+}
+
 template <class Case, class S>
 void check_identities() {
   using losskit::Reduction;
   const Args<Case, S> args = cast_args<S>(Case::data());
-  const Eigen::Index n = Case::batch(args);
   auto loss = Case::template make<S>();
-  INFO(Case::kName << " (" << (sizeof(S) == 4 ? "float" : "double") << ")");
-  // value_and_gradient returns operator()'s value.
   {
     auto g = sentinel_grads(args, typename Case::Diff{});
-    CHECK(close(double(Case::vg(loss, NoWeights{}, args, g)), double(Case::value(loss, NoWeights{}, args)), kSame<S>));
+    expect_close(Case::vg(loss, NoWeights{}, args, g), Case::value(loss, NoWeights{}, args), kSame<S>,
+                 where<Case, S>("value_and_gradient returns operator()"));
   }
   if constexpr (Case::kReduction) {
     const Eigen::VectorXd shares = Case::shares(loss, args);
@@ -444,51 +534,29 @@ void check_identities() {
     const double sum = Case::value(loss, NoWeights{}, args);
     Case::set_reduction(loss, Reduction::Mean);
     const double mean = Case::value(loss, NoWeights{}, args);
-    INFO("Sum " << sum << ", Mean " << mean << ", normaliser " << normaliser);
-    CHECK(close(sum, mean * normaliser, kSame<S>));
+    expect_close(sum, mean * normaliser, kSame<S>, where<Case, S>("Sum = Mean · Σ n_i"));
     if constexpr (Case::kPerSample) {
-      CHECK(close(l.sum(), sum, kSame<S>));
-      CHECK(close(l.sum() / normaliser, mean, kSame<S>));
+      expect_close(l.sum(), sum, kSame<S>, where<Case, S>("Σ per-sample losses = Sum"));
+      expect_close(l.sum() / normaliser, mean, kSame<S>, where<Case, S>("Σ per-sample losses / Σ n_i = Mean"));
     }
-    if constexpr (Case::kSampleWeights) {
-      for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
-        Case::set_reduction(loss, r);
-        INFO(r);
-        const double plain = Case::value(loss, NoWeights{}, args);
-        CHECK(close(double(Case::value(loss, Vec<S>(Vec<S>::Ones(n)), args)), plain, kSame<S>));
-        for (bool zeros : {false, true}) {
-          INFO((zeros ? "some weights 0" : "positive weights"));
-          const Eigen::VectorXd sd = lktest::random_weights(n, zeros);
-          const Vec<S> s = weights_of<S>(sd);
-          // Σ s_i·ℓ_i, divided by Σ s_i·n_i for Mean (weights as the loss sees them).
-          const Eigen::VectorXd seen = s.template cast<double>();
-          const lktest::WeightedReference ref = lktest::weighted_reference(l, seen, false);
-          const double expect = r == Reduction::Mean ? ref.value / seen.dot(shares) : ref.value;
-          const double got = Case::value(loss, s, args);
-          CHECK(close(got, expect, kSame<S>));
-          auto g = sentinel_grads(args, typename Case::Diff{});
-          CHECK(close(double(Case::vg(loss, s, args, g)), got, kSame<S>));
-        }
-        auto g = sentinel_grads(args, typename Case::Diff{});
-        CHECK(Case::vg(loss, Vec<S>(Vec<S>::Zero(n)), args, g) == S(0));
-        CHECK(all_zero(g));
-        CHECK(Case::value(loss, Vec<S>(Vec<S>::Zero(n)), args) == S(0));
-      }
-    }
+    if constexpr (Case::kSampleWeights) check_weight_identities<Case, S>(loss, args, l, shares);
   }
 }
 
 }  // namespace lkcontract
 
-#define LOSSKIT_CONTRACT_TEST(what, body)                                                                      \
+#define LOSSKIT_CONTRACT_TEST(what, ...)                                                                       \
   TEMPLATE_TEST_CASE("Contract (" LOSSKIT_CONTRACT_GROUP "): " what, "[contract]", LOSSKIT_CONTRACT_GROUP_CASES) { \
-    body;                                                                                                      \
+    __VA_ARGS__;                                                                                                \
   }
 
+// Expression inputs and output views in double only: the library's handling of
+// them is generic in the Scalar, and each kind costs one more instantiation of
+// the whole loss per Scalar (the harness's compile budget; see contract.hpp).
 LOSSKIT_CONTRACT_TEST("expression inputs give the plain matrices' value and gradient",
-                      (lkcontract::check_expressions<TestType, float>(), lkcontract::check_expressions<TestType, double>()))
+                      lkcontract::check_expressions<TestType, double>())
 LOSSKIT_CONTRACT_TEST("gradient outputs as Map, Block and Array receive the same gradient",
-                      (lkcontract::check_outputs<TestType, float>(), lkcontract::check_outputs<TestType, double>()))
+                      lkcontract::check_outputs<TestType, double>())
 LOSSKIT_CONTRACT_TEST("a repeated call with presized outputs allocates nothing",
                       (lkcontract::check_no_allocation<TestType, float>(),
                        lkcontract::check_no_allocation<TestType, double>()))
