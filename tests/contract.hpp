@@ -95,6 +95,7 @@ void add_bad_entry(std::vector<Args>& out, const Args& args, double v) {
 
 /// The common call shape, and the traits' defaults.
 struct Calls {
+  using Diff = std::index_sequence<0>;            // one differentiable input, the first
   static constexpr bool kPerSample = true;        // per_sample(args...)
   static constexpr bool kSampleWeights = true;    // (args..., w) overloads
   static constexpr bool kReduction = true;        // a Mean / Sum `reduction`
@@ -165,8 +166,14 @@ struct ElementMean : Calls {
   }
 };
 
+inline std::tuple<Eigen::MatrixXd, Labels> logits_and_labels(Eigen::Index classes, Eigen::Index n, double scale = 1.5) {
+  return {lktest::normal(classes, n, scale), lktest::labels(n, int(classes))};
+}
+
 /// Logits and labels in [0, C) (no ignore_index): labels C and -1 are errors.
+/// Default data: 5 classes, 6 samples.
 struct LabelCalls : Calls {
+  static auto data() { return logits_and_labels(5, 6); }
   template <class Args>
   static std::vector<Args> errors(const Args& args) {
     std::vector<Args> out = wider_each(args);
@@ -175,17 +182,12 @@ struct LabelCalls : Calls {
   }
 };
 
-inline std::tuple<Eigen::MatrixXd, Labels> logits_and_labels(Eigen::Index classes, Eigen::Index n, double scale = 1.5) {
-  return {lktest::normal(classes, n, scale), lktest::labels(n, int(classes))};
-}
-
 // ---- losses ------------------------------------------------------------------------------
 
 struct MSESum : ElementMean {
   static constexpr const char* kName = "MSE (Sum)";
   template <class S>
   using Loss = losskit::MSE<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -200,7 +202,6 @@ struct CrossEntropyLabels : Calls {
   static constexpr const char* kName = "CrossEntropy (labels)";
   template <class S>
   using Loss = losskit::CrossEntropy<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -235,7 +236,6 @@ struct CrossEntropyProbabilities : Calls {
   static constexpr const char* kName = "CrossEntropy (probabilities)";
   template <class S>
   using Loss = losskit::CrossEntropy<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -266,7 +266,6 @@ struct BCEPosWeight : ElementMean {
   static constexpr const char* kName = "BinaryCrossEntropyWithLogits (pos_weight)";
   template <class S>
   using Loss = losskit::BinaryCrossEntropyWithLogits<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -298,12 +297,10 @@ struct CompSum : LabelCalls {
   static constexpr const char* kName = "CompSum (tau 0.5)";
   template <class S>
   using Loss = losskit::CompSum<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     return Loss<S>(S(0.5));
   }
-  static auto data() { return logits_and_labels(5, 6); }
 };
 
 struct SmoothAdversarialCompSum : LabelCalls {
@@ -326,7 +323,6 @@ struct LDRKL : LabelCalls {
   static constexpr const char* kName = "LDRKL (lambda 0.7, margin 0.2)";
   template <class S>
   using Loss = losskit::LDRKL<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -334,7 +330,6 @@ struct LDRKL : LabelCalls {
     l.margin = S(0.2);
     return l;
   }
-  static auto data() { return logits_and_labels(5, 6); }
 };
 
 struct LDRKLSoftplus : LDRKL {
@@ -351,7 +346,6 @@ struct ALDRKL : LabelCalls {
   static constexpr const char* kName = "ALDRKL (lambda0 3, alpha 1.5)";
   template <class S>
   using Loss = losskit::ALDRKL<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -360,14 +354,12 @@ struct ALDRKL : LabelCalls {
     l.margin = S(0.2);
     return l;
   }
-  static auto data() { return logits_and_labels(5, 6); }
 };
 
 struct ZLoss : LabelCalls {
   static constexpr const char* kName = "ZLoss (a 2, b 0.5)";
   template <class S>
   using Loss = losskit::ZLoss<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -375,7 +367,7 @@ struct ZLoss : LabelCalls {
     l.b = S(0.5);
     return l;
   }
-  static auto data() { return logits_and_labels(6, 5); }
+  static auto data() { return logits_and_labels(6, 5, 1.0); }
 };
 
 // ---- images ------------------------------------------------------------------------------
@@ -405,17 +397,21 @@ struct ImageCalls : Calls {
   }
 };
 
+/// An SSIM-family functor with a Gaussian window of `size` taps and `sigma`.
+template <class L>
+L with_window(L loss, Eigen::Index size, double sigma) {
+  loss.window_size = size;
+  loss.sigma = typename L::Scalar(sigma);
+  return loss;
+}
+
 struct SSIM : ImageCalls {
   static constexpr const char* kName = "SSIMLoss (2×16×14, window 7)";
   template <class S>
   using Loss = losskit::SSIMLoss<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
-    Loss<S> l(16, 14, 2);
-    l.window_size = 7;
-    l.sigma = S(1.2);
-    return l;
+    return with_window(Loss<S>(16, 14, 2), 7, 1.2);
   }
   static auto data() { return image_pair(2 * 16 * 14, 3); }
 };
@@ -424,13 +420,9 @@ struct SSIM3D : ImageCalls {
   static constexpr const char* kName = "SSIM3DLoss (6×7×5, window 3)";
   template <class S>
   using Loss = losskit::SSIM3DLoss<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
-    Loss<S> l(6, 7, 5);
-    l.window_size = 3;
-    l.sigma = S(1);
-    return l;
+    return with_window(Loss<S>(6, 7, 5), 3, 1.0);
   }
   static auto data() { return image_pair(6 * 7 * 5, 2); }
 };
@@ -440,12 +432,9 @@ struct MSSSIM : ImageCalls {
   static constexpr const char* kName = "MSSSIMLoss (2×16×14, window 3, 3 scales)";
   template <class S>
   using Loss = losskit::MSSSIMLoss<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
-    Loss<S> l(16, 14, 2);
-    l.window_size = 3;
-    l.sigma = S(1);
+    Loss<S> l = with_window(Loss<S>(16, 14, 2), 3, 1.0);
     l.weights = {S(0.3), S(0.5), S(0.2)};
     return l;
   }
@@ -456,12 +445,9 @@ struct MSSSIML1 : ImageCalls {
   static constexpr const char* kName = "MSSSIML1Loss (16×14, window 3, 3 scales, l1_window_size 7)";
   template <class S>
   using Loss = losskit::MSSSIML1Loss<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
-    Loss<S> l(16, 14, 1);
-    l.window_size = 3;
-    l.sigma = S(1);
+    Loss<S> l = with_window(Loss<S>(16, 14, 1), 3, 1.0);
     l.weights = {S(0.3), S(0.5), S(0.2)};
     l.l1_window_size = 7;
     l.l1_sigma = S(2);
@@ -486,7 +472,6 @@ struct CSDivergence : BatchCalls {
   static constexpr const char* kName = "CSDivergence";
   template <class S>
   using Loss = losskit::CSDivergence<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -504,7 +489,6 @@ struct CSQuadraticMI : BatchCalls {
   static constexpr const char* kName = "CSQuadraticMI (normalized)";
   template <class S>
   using Loss = losskit::CSQuadraticMI<S>;
-  using Diff = std::index_sequence<0>;
   template <class S>
   static Loss<S> make() {
     Loss<S> l;
@@ -601,7 +585,6 @@ struct FactoredOutputLayer : LabelCalls {
   static constexpr bool kNoAllocation = false;
   template <class S>
   using Loss = FactoredZLoss<S>;
-  using Diff = std::index_sequence<0>;
   static constexpr Eigen::Index kClasses = 9, kHidden = 4;
   template <class S>
   static Loss<S> make() {

@@ -154,91 +154,105 @@ bool throws_error(F&& f) {
 
 // ---- 1. expression inputs ------------------------------------------------------------------
 
-/// Each view kind holds what it needs (a padded copy, a transpose, a row-major
-/// copy) and gives the view; labels are viewed only by MapView (an int Map).
+/// A view kind V keeps what its view needs (V::Store, built from the
+/// argument: a padded copy, a transpose, a row-major copy) and makes the view
+/// (V::view); labels are viewed only where V::kLabels (an int Map), and are
+/// passed as an Eigen::Ref otherwise.
 template <class A>
 constexpr bool kFloating = std::is_floating_point<typename A::Scalar>::value;
 
+struct NoStore {
+  template <class A>
+  explicit NoStore(const A&) {}
+};
+
+template <class V, class A>
+struct Hold {
+  const A& a;
+  std::conditional_t<kFloating<A>, typename V::template Store<typename A::Scalar>, NoStore> store;
+  explicit Hold(const A& a_) : a(a_), store(a_) {}
+  auto get() const {
+    if constexpr (kFloating<A>)
+      return V::view(store, a);
+    else if constexpr (V::kLabels)
+      return Eigen::Map<const A>(a.data(), a.rows(), a.cols());
+    else
+      return Eigen::Ref<const A>(a);
+  }
+};
+
 struct MapView {
   static constexpr const char* kName = "Map";
+  static constexpr bool kLabels = true;
+  template <class S>
+  using Store = NoStore;
   template <class A>
-  struct Hold {
-    const A& a;
-    explicit Hold(const A& a_) : a(a_) {}
-    auto get() const { return Eigen::Map<const A>(a.data(), a.rows(), a.cols()); }
-  };
+  static auto view(const NoStore&, const A& a) {
+    return Eigen::Map<const A>(a.data(), a.rows(), a.cols());
+  }
 };
 
 struct BlockView {
   static constexpr const char* kName = "Block of a larger matrix";
-  template <class A>
-  struct Hold {
-    using Big = Eigen::Matrix<typename A::Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-    const A& a;
-    Big big;
-    explicit Hold(const A& a_) : a(a_), big(Big::Constant(a_.rows() + 3, a_.cols() + 2, typename A::Scalar(7))) {
+  static constexpr bool kLabels = false;
+  template <class S>
+  struct Store {
+    Mat<S> big;
+    template <class A>
+    explicit Store(const A& a) : big(Mat<S>::Constant(a.rows() + 3, a.cols() + 2, S(7))) {
       big.block(2, 1, a.rows(), a.cols()) = a;
     }
-    auto get() const {
-      if constexpr (kFloating<A>)
-        return big.block(2, 1, a.rows(), a.cols());
-      else
-        return Eigen::Ref<const A>(a);
-    }
   };
+  template <class St, class A>
+  static auto view(const St& s, const A& a) {
+    return s.big.block(2, 1, a.rows(), a.cols());
+  }
 };
 
 struct TransposeView {
   static constexpr const char* kName = "transpose of a stored transpose";
-  template <class A>
-  struct Hold {
-    const A& a;
-    Eigen::Matrix<typename A::Scalar, Eigen::Dynamic, Eigen::Dynamic> t;
-    explicit Hold(const A& a_) : a(a_), t(a_.transpose()) {}
-    auto get() const {
-      if constexpr (kFloating<A>)
-        return t.transpose();
-      else
-        return Eigen::Ref<const A>(a);
-    }
+  static constexpr bool kLabels = false;
+  template <class S>
+  struct Store {
+    Mat<S> t;
+    template <class A>
+    explicit Store(const A& a) : t(a.transpose()) {}
   };
+  template <class St, class A>
+  static auto view(const St& s, const A& /*a*/) {
+    return s.t.transpose();
+  }
 };
 
 struct RowMajorView {
   static constexpr const char* kName = "row-major Map";
-  template <class A>
-  struct Hold {
-    using Row = Eigen::Matrix<typename A::Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const A& a;
-    Row r;
-    explicit Hold(const A& a_) : a(a_), r(a_) {}
-    auto get() const {
-      if constexpr (kFloating<A>)
-        return Eigen::Map<const Row>(r.data(), r.rows(), r.cols());
-      else
-        return Eigen::Ref<const A>(a);
-    }
+  static constexpr bool kLabels = false;
+  template <class S>
+  struct Store {
+    Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> r;
+    template <class A>
+    explicit Store(const A& a) : r(a) {}
   };
+  template <class St, class A>
+  static auto view(const St& s, const A& /*a*/) {
+    return Eigen::Map<const decltype(s.r)>(s.r.data(), s.r.rows(), s.r.cols());
+  }
 };
 
 struct ArrayView {
   static constexpr const char* kName = "array expression x.array() * 1";
+  static constexpr bool kLabels = false;
+  template <class S>
+  using Store = NoStore;
   template <class A>
-  struct Hold {
-    const A& a;
-    explicit Hold(const A& a_) : a(a_) {}
-    auto get() const {
-      if constexpr (kFloating<A>)
-        return a.array() * typename A::Scalar(1);
-      else
-        return Eigen::Ref<const A>(a);
-    }
-  };
+  static auto view(const NoStore&, const A& a) {
+    return a.array() * typename A::Scalar(1);
+  }
 };
 
 template <class V, class... A>
 auto hold_all(const std::tuple<A...>& args) {
-  return std::apply([](const auto&... a) { return std::tuple<typename V::template Hold<A>...>(a...); }, args);
+  return std::apply([](const auto&... a) { return std::tuple<Hold<V, A>...>(a...); }, args);
 }
 
 template <class Holders>
@@ -261,17 +275,24 @@ void check_view(const typename Case::template Loss<S>& loss, const Args<Case, S>
   expect_grads(grads_err(g, g0), kSame<S>, report);
 }
 
+/// The functor, plain-matrix arguments, and its value and gradients on them:
+/// what the views and output kinds are compared with.
+template <class Case, class S>
+struct Reference {
+  typename Case::template Loss<S> loss = Case::template make<S>();
+  Args<Case, S> args = cast_args<S>(Case::data());
+  decltype(sentinel_grads(args, typename Case::Diff{})) grads = sentinel_grads(args, typename Case::Diff{});
+  double value = double(Case::vg(loss, NoWeights{}, args, grads));
+};
+
 template <class Case, class S>
 void check_expressions() {
-  const auto loss = Case::template make<S>();
-  const Args<Case, S> args = cast_args<S>(Case::data());
-  auto g0 = sentinel_grads(args, typename Case::Diff{});
-  const double v0 = double(Case::vg(loss, NoWeights{}, args, g0));
-  check_view<Case, S, MapView, true>(loss, args, v0, g0);
-  check_view<Case, S, BlockView, false>(loss, args, v0, g0);
-  check_view<Case, S, TransposeView, false>(loss, args, v0, g0);
-  check_view<Case, S, RowMajorView, false>(loss, args, v0, g0);
-  check_view<Case, S, ArrayView, true>(loss, args, v0, g0);
+  const Reference<Case, S> r;
+  check_view<Case, S, MapView, true>(r.loss, r.args, r.value, r.grads);
+  check_view<Case, S, BlockView, false>(r.loss, r.args, r.value, r.grads);
+  check_view<Case, S, TransposeView, false>(r.loss, r.args, r.value, r.grads);
+  check_view<Case, S, RowMajorView, false>(r.loss, r.args, r.value, r.grads);
+  check_view<Case, S, ArrayView, true>(r.loss, r.args, r.value, r.grads);
 }
 
 // ---- 2. gradient outputs as views ----------------------------------------------------------
@@ -325,13 +346,10 @@ void check_output_kind(const typename Case::template Loss<S>& loss, const Args<C
 
 template <class Case, class S>
 void check_outputs() {
-  const auto loss = Case::template make<S>();
-  const Args<Case, S> args = cast_args<S>(Case::data());
-  auto g0 = sentinel_grads(args, typename Case::Diff{});
-  const double v0 = double(Case::vg(loss, NoWeights{}, args, g0));
-  check_output_kind<Case, S, MapOut>(loss, args, v0, g0);
-  check_output_kind<Case, S, BlockOut>(loss, args, v0, g0);
-  check_output_kind<Case, S, ArrayOut>(loss, args, v0, g0);
+  const Reference<Case, S> r;
+  check_output_kind<Case, S, MapOut>(r.loss, r.args, r.value, r.grads);
+  check_output_kind<Case, S, BlockOut>(r.loss, r.args, r.value, r.grads);
+  check_output_kind<Case, S, ArrayOut>(r.loss, r.args, r.value, r.grads);
 }
 
 // ---- 3. no allocation with presized outputs --------------------------------------------------
