@@ -156,8 +156,8 @@ bool throws_error(F&& f) {
 
 /// A view kind V keeps what its view needs (V::Store, built from the
 /// argument: a padded copy, a transpose, a row-major copy) and makes the view
-/// (V::view); labels are viewed only where V::kLabels (an int Map), and are
-/// passed as an Eigen::Ref otherwise.
+/// (V::view); labels are passed as V::kLabels says (an int Map, an int
+/// array expression, or an Eigen::Ref).
 template <class A>
 constexpr bool kFloating = std::is_floating_point<typename A::Scalar>::value;
 
@@ -165,6 +165,9 @@ struct NoStore {
   template <class A>
   explicit NoStore(const A&) {}
 };
+
+/// How a view kind passes labels.
+enum class LabelView { Ref, Map, Array };
 
 template <class V, class A>
 struct Hold {
@@ -174,8 +177,10 @@ struct Hold {
   auto get() const {
     if constexpr (kFloating<A>)
       return V::view(store, a);
-    else if constexpr (V::kLabels)
+    else if constexpr (V::kLabels == LabelView::Map)
       return Eigen::Map<const A>(a.data(), a.rows(), a.cols());
+    else if constexpr (V::kLabels == LabelView::Array)
+      return a.array() + 0;
     else
       return Eigen::Ref<const A>(a);
   }
@@ -183,7 +188,7 @@ struct Hold {
 
 struct MapView {
   static constexpr const char* kName = "Map";
-  static constexpr bool kLabels = true;
+  static constexpr LabelView kLabels = LabelView::Map;
   template <class S>
   using Store = NoStore;
   template <class A>
@@ -194,7 +199,7 @@ struct MapView {
 
 struct BlockView {
   static constexpr const char* kName = "Block of a larger matrix";
-  static constexpr bool kLabels = false;
+  static constexpr LabelView kLabels = LabelView::Ref;
   template <class S>
   struct Store {
     Mat<S> big;
@@ -209,24 +214,25 @@ struct BlockView {
   }
 };
 
+/// design.md's idiom for row-major N×D data: Map<RowMajor>(ptr, N, D).transpose().
 struct TransposeView {
-  static constexpr const char* kName = "transpose of a stored transpose";
-  static constexpr bool kLabels = false;
+  static constexpr const char* kName = "transpose of a row-major Map of the stored transpose";
+  static constexpr LabelView kLabels = LabelView::Ref;
   template <class S>
   struct Store {
-    Mat<S> t;
+    Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> t;
     template <class A>
     explicit Store(const A& a) : t(a.transpose()) {}
   };
   template <class St, class A>
   static auto view(const St& s, const A& /*a*/) {
-    return s.t.transpose();
+    return Eigen::Map<const decltype(s.t)>(s.t.data(), s.t.rows(), s.t.cols()).transpose();
   }
 };
 
 struct RowMajorView {
   static constexpr const char* kName = "row-major Map";
-  static constexpr bool kLabels = false;
+  static constexpr LabelView kLabels = LabelView::Ref;
   template <class S>
   struct Store {
     Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> r;
@@ -239,14 +245,31 @@ struct RowMajorView {
   }
 };
 
+/// Array expressions, labels too (y.array() + 0).
 struct ArrayView {
-  static constexpr const char* kName = "array expression x.array() * 1";
-  static constexpr bool kLabels = false;
+  static constexpr const char* kName = "array expression x.array() * 1 (labels y.array() + 0)";
+  static constexpr LabelView kLabels = LabelView::Array;
   template <class S>
   using Store = NoStore;
   template <class A>
   static auto view(const NoStore&, const A& a) {
     return a.array() * typename A::Scalar(1);
+  }
+};
+
+/// A product, evaluated by the loss (each input at most once).
+struct ProductView {
+  static constexpr const char* kName = "product 2·I · x · 0.5";
+  static constexpr LabelView kLabels = LabelView::Ref;
+  template <class S>
+  struct Store {
+    Mat<S> two_i;
+    template <class A>
+    explicit Store(const A& a) : two_i(Mat<S>::Identity(a.rows(), a.rows()) * S(2)) {}
+  };
+  template <class St, class A>
+  static auto view(const St& s, const A& a) {
+    return s.two_i * a * typename A::Scalar(0.5);
   }
 };
 
@@ -293,6 +316,7 @@ void check_expressions() {
   check_view<Case, S, TransposeView, false>(r.loss, r.args, r.value, r.grads);
   check_view<Case, S, RowMajorView, false>(r.loss, r.args, r.value, r.grads);
   check_view<Case, S, ArrayView, true>(r.loss, r.args, r.value, r.grads);
+  check_view<Case, S, ProductView, false>(r.loss, r.args, r.value, r.grads);
 }
 
 // ---- 2. gradient outputs as views ----------------------------------------------------------
@@ -319,6 +343,12 @@ struct BlockOut {
         : big(Big::Constant(g.rows() + 2, g.cols() + 3, typename G::Scalar(-12345.5))), r(g.rows()), c(g.cols()) {}
     auto view() { return big.block(1, 2, r, c); }
     G result() const { return big.block(1, 2, r, c); }
+    /// Nothing written around the block.
+    bool outside_untouched() const {
+      Big rest = big;
+      rest.block(1, 2, r, c).setConstant(typename G::Scalar(-12345.5));
+      return lktest::untouched(rest, big.rows(), big.cols());
+    }
   };
 };
 
@@ -333,6 +363,27 @@ struct ArrayOut {
   };
 };
 
+/// An empty Array: the loss resizes it (a plain object), as it does a Matrix.
+struct EmptyArrayOut {
+  static constexpr const char* kName = "Array, empty (resized by the loss)";
+  template <class G>
+  struct Out : ArrayOut::Out<G> {
+    explicit Out(const G& g) : ArrayOut::Out<G>(g) { this->store = decltype(this->store)(); }
+  };
+};
+
+/// An empty plain Matrix (or Vector), resized by the loss.
+struct EmptyOut {
+  static constexpr const char* kName = "empty plain Matrix (resized by the loss)";
+  template <class G>
+  struct Out {
+    G store;
+    explicit Out(const G& /*g*/) {}
+    G& view() { return store; }
+    const G& result() const { return store; }
+  };
+};
+
 template <class Case, class S, class O, class G0>
 void check_output_kind(const typename Case::template Loss<S>& loss, const Args<Case, S>& args, double v0, const G0& g0) {
   const std::string report = where<Case, S>(std::string("gradient outputs as ") + O::kName);
@@ -342,6 +393,9 @@ void check_output_kind(const typename Case::template Loss<S>& loss, const Args<C
   expect_close(Case::vg(loss, NoWeights{}, args, views), v0, kSame<S>, report);
   const auto got = std::apply([](const auto&... o) { return std::make_tuple(o.result()...); }, outs);
   expect_grads(grads_err(got, g0), kSame<S>, report);
+  if constexpr (std::is_same<O, BlockOut>::value)
+    expect(std::apply([](const auto&... o) { return (o.outside_untouched() && ...); }, outs),
+           report + ": nothing written outside the blocks");
 }
 
 template <class Case, class S>
@@ -350,6 +404,8 @@ void check_outputs() {
   check_output_kind<Case, S, MapOut>(r.loss, r.args, r.value, r.grads);
   check_output_kind<Case, S, BlockOut>(r.loss, r.args, r.value, r.grads);
   check_output_kind<Case, S, ArrayOut>(r.loss, r.args, r.value, r.grads);
+  check_output_kind<Case, S, EmptyArrayOut>(r.loss, r.args, r.value, r.grads);
+  check_output_kind<Case, S, EmptyOut>(r.loss, r.args, r.value, r.grads);
 }
 
 // ---- 3. no allocation with presized outputs --------------------------------------------------
@@ -573,7 +629,7 @@ void check_identities() {
 // the whole loss per Scalar (the harness's compile budget; see contract.hpp).
 LOSSKIT_CONTRACT_TEST("expression inputs give the plain matrices' value and gradient",
                       lkcontract::check_expressions<TestType, double>())
-LOSSKIT_CONTRACT_TEST("gradient outputs as Map, Block and Array receive the same gradient",
+LOSSKIT_CONTRACT_TEST("gradient outputs as Map, Block, Array and empty plain objects receive the same gradient",
                       lkcontract::check_outputs<TestType, double>())
 LOSSKIT_CONTRACT_TEST("a repeated call with presized outputs allocates nothing",
                       (lkcontract::check_no_allocation<TestType, float>(),
