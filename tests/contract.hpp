@@ -22,6 +22,12 @@
 // and the traits that say which checks apply (defaults in Calls):
 //   kPerSample, kSampleWeights, kReduction, kNoAllocation,
 //   kPerSampleIsMean (per_sample reports ℓ_i / n_i), kFloatTol.
+//
+// Compile budget (CI: 2 cores, test and ASan builds): the three
+// test_contract_*.cpp together take about 235 CPU-seconds at the test preset's
+// flags. Keep sizes tiny and checks generic; every view or output kind is one
+// more instantiation of every loss. FactoredOutputLayer::train_step is not
+// instantiated here (about 110 CPU-seconds on its own).
 #include <losskit/losskit.hpp>
 
 #include <Eigen/Core>
@@ -95,13 +101,13 @@ void add_bad_entry(std::vector<Args>& out, const Args& args, double v) {
 
 /// The common call shape, and the traits' defaults.
 struct Calls {
-  using Diff = std::index_sequence<0>;            // one differentiable input, the first
-  static constexpr bool kPerSample = true;        // per_sample(args...)
-  static constexpr bool kSampleWeights = true;    // (args..., w) overloads
-  static constexpr bool kReduction = true;        // a Mean / Sum `reduction`
-  static constexpr bool kNoAllocation = true;     // presized outputs: no heap allocation
-  static constexpr bool kPerSampleIsMean = false; // per_sample = ℓ_i / n_i (element means)
-  static constexpr double kFloatTol = 1e-4;       // float vs double, relative to the double's size
+  using Diff = std::index_sequence<0>;             // one differentiable input, the first
+  static constexpr bool kPerSample = true;         // per_sample(args...)
+  static constexpr bool kSampleWeights = true;     // (args..., w) overloads
+  static constexpr bool kReduction = true;         // a Mean / Sum `reduction`
+  static constexpr bool kNoAllocation = true;      // presized outputs: no heap allocation
+  static constexpr bool kPerSampleIsMean = false;  // per_sample = ℓ_i / n_i (element means)
+  static constexpr double kFloatTol = 1e-4;        // float vs double, relative to the double's size
 
   template <class L, class W, class Args>
   static auto value(const L& loss, const W& w, const Args& args) {
@@ -197,6 +203,14 @@ struct MSESum : ElementMean {
   static auto data() { return std::make_tuple(lktest::normal(5, 7), lktest::normal(5, 7)); }
 };
 
+/// n_i of cross-entropy with class weights: w_{y_i}, 0 where y_i is ignore_index.
+template <class L>
+Eigen::VectorXd label_shares(const L& loss, const Labels& y) {
+  Eigen::VectorXd n(y.size());
+  for (Eigen::Index i = 0; i < y.size(); ++i) n(i) = y(i) == loss.ignore_index ? 0.0 : double(loss.class_weights(y(i)));
+  return n;
+}
+
 /// Class weights, label smoothing, ignore_index -1 (sample 2 ignored), z_penalty.
 struct CrossEntropyLabels : Calls {
   static constexpr const char* kName = "CrossEntropy (labels)";
@@ -218,10 +232,7 @@ struct CrossEntropyLabels : Calls {
   }
   template <class L, class Args>
   static Eigen::VectorXd shares(const L& loss, const Args& args) {
-    const Labels& y = std::get<1>(args);
-    Eigen::VectorXd n(y.size());
-    for (Eigen::Index i = 0; i < y.size(); ++i) n(i) = y(i) == loss.ignore_index ? 0.0 : double(loss.class_weights(y(i)));
-    return n;
+    return label_shares(loss, std::get<1>(args));
   }
   template <class Args>
   static std::vector<Args> errors(const Args& args) {
@@ -378,8 +389,7 @@ struct ZLoss : LabelCalls {
 inline std::tuple<Eigen::MatrixXd, Eigen::MatrixXd> image_pair(Eigen::Index rows, Eigen::Index n, double gap = 0) {
   const Eigen::MatrixXd target = lktest::uniform(rows, n, 0.2, 0.8);
   const Eigen::MatrixXd noise = lktest::normal(rows, n, 0.05);
-  const Eigen::MatrixXd pred =
-      target + noise.unaryExpr([gap](double e) { return e < 0 ? e - gap : e + gap; });
+  const Eigen::MatrixXd pred = target + noise.unaryExpr([gap](double e) { return e < 0 ? e - gap : e + gap; });
   return {pred, target};
 }
 
@@ -551,10 +561,7 @@ struct LinearCrossEntropy : Calls {
   }
   template <class L, class Args>
   static Eigen::VectorXd shares(const L& loss, const Args& args) {
-    const Labels& y = std::get<3>(args);
-    Eigen::VectorXd n(y.size());
-    for (Eigen::Index i = 0; i < y.size(); ++i) n(i) = y(i) == loss.ignore_index ? 0.0 : double(loss.class_weights(y(i)));
-    return n;
+    return label_shares(loss, std::get<3>(args));
   }
   template <class Args>
   static std::vector<Args> errors(const Args& args) {
@@ -621,13 +628,12 @@ struct FactoredOutputLayer : LabelCalls {
 
 }  // namespace lkcontract
 
-#define LOSSKIT_CONTRACT_LOSSES                                                                              \
-  lkcontract::MSESum, lkcontract::CrossEntropyLabels, lkcontract::CrossEntropyProbabilities,                 \
-      lkcontract::BCEPosWeight, lkcontract::BCEElementWeight, lkcontract::CompSum,                           \
-      lkcontract::SmoothAdversarialCompSum, lkcontract::LDRKL, lkcontract::LDRKLSoftplus, lkcontract::ALDRKL, \
-      lkcontract::ZLoss
+#define LOSSKIT_CONTRACT_LOSSES                                                                                        \
+  lkcontract::MSESum, lkcontract::CrossEntropyLabels, lkcontract::CrossEntropyProbabilities, lkcontract::BCEPosWeight, \
+      lkcontract::BCEElementWeight, lkcontract::CompSum, lkcontract::SmoothAdversarialCompSum, lkcontract::LDRKL,      \
+      lkcontract::LDRKLSoftplus, lkcontract::ALDRKL, lkcontract::ZLoss
 #define LOSSKIT_CONTRACT_IMAGES lkcontract::SSIM, lkcontract::SSIM3D, lkcontract::MSSSIM, lkcontract::MSSSIML1
-#define LOSSKIT_CONTRACT_BATCH                                                                      \
+#define LOSSKIT_CONTRACT_BATCH                                                                           \
   lkcontract::CSDivergence, lkcontract::CSQuadraticMI, lkcontract::CSIB, lkcontract::LinearCrossEntropy, \
       lkcontract::FactoredOutputLayer
 #define LOSSKIT_CONTRACT_CASES LOSSKIT_CONTRACT_LOSSES, LOSSKIT_CONTRACT_IMAGES, LOSSKIT_CONTRACT_BATCH

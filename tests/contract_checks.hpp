@@ -76,7 +76,8 @@ double grads_err(const GA& a, const GB& b, std::index_sequence<I...>) {
   double worst = 0;
   auto one = [&](const auto& x, const auto& y) {
     const double scale = std::max(double(y.cwiseAbs().maxCoeff()), 1e-30);
-    worst = std::max(worst, double((x.template cast<double>() - y.template cast<double>()).cwiseAbs().maxCoeff()) / scale);
+    worst =
+        std::max(worst, double((x.template cast<double>() - y.template cast<double>()).cwiseAbs().maxCoeff()) / scale);
   };
   (one(std::get<I>(a), std::get<I>(b)), ...);
   return worst;
@@ -90,7 +91,9 @@ double grads_err(const GA& a, const GB& b) {
 template <class S>
 constexpr double kSame = 500 * double(std::numeric_limits<S>::epsilon());
 
-inline bool close(double a, double b, double tol) { return std::abs(a - b) <= tol * std::max({std::abs(a), std::abs(b), 1.0}); }
+inline bool close(double a, double b, double tol) {
+  return std::abs(a - b) <= tol * std::max({std::abs(a), std::abs(b), 1.0});
+}
 
 template <class S>
 Vec<S> weights_of(const Eigen::VectorXd& s) {
@@ -110,7 +113,8 @@ Eigen::VectorXd per_sample_losses(typename Case::template Loss<S> loss, const Ar
     return l;
   } else {
     Eigen::VectorXd l(n);
-    for (Eigen::Index i = 0; i < n; ++i) l(i) = double(Case::value(loss, weights_of<S>(Eigen::VectorXd::Unit(n, i)), args));
+    for (Eigen::Index i = 0; i < n; ++i)
+      l(i) = double(Case::value(loss, weights_of<S>(Eigen::VectorXd::Unit(n, i)), args));
     return l;
   }
 }
@@ -385,7 +389,8 @@ struct EmptyOut {
 };
 
 template <class Case, class S, class O, class G0>
-void check_output_kind(const typename Case::template Loss<S>& loss, const Args<Case, S>& args, double v0, const G0& g0) {
+void check_output_kind(const typename Case::template Loss<S>& loss, const Args<Case, S>& args, double v0,
+                       const G0& g0) {
   const std::string report = where<Case, S>(std::string("gradient outputs as ") + O::kName);
   auto outs = std::apply(
       [](const auto&... g) { return std::tuple<typename O::template Out<std::decay_t<decltype(g)>>...>(g...); }, g0);
@@ -491,13 +496,12 @@ void check_errors() {
   }
   if constexpr (Case::kSampleWeights) {
     for (const auto& bad : lktest::bad_weights(n))
-      check_rejected<Case, S>(loss, args, args, weights_of<S>(bad.second), where<Case, S>("sample weights: " + bad.first));
+      check_rejected<Case, S>(loss, args, args, weights_of<S>(bad.second),
+                              where<Case, S>("sample weights: " + bad.first));
   }
   constexpr std::size_t outputs = std::tuple_size<decltype(sentinel_grads(args, typename Case::Diff{}))>::value;
   for_each_index(
-      [&](auto j) {
-        check_wrong_output<Case, S, decltype(j)::value>(loss, args, std::make_index_sequence<outputs>{});
-      },
+      [&](auto j) { check_wrong_output<Case, S, decltype(j)::value>(loss, args, std::make_index_sequence<outputs>{}); },
       std::make_index_sequence<outputs>{});
 }
 
@@ -526,7 +530,8 @@ inline void expect_gradient(const losskit::GradientCheckResult& res, const std::
 }
 
 template <class Case, class W>
-void check_gradients_with(const typename Case::template Loss<double>& loss, const Args<Case, double>& args, const W& w) {
+void check_gradients_with(const typename Case::template Loss<double>& loss, const Args<Case, double>& args,
+                          const W& w) {
   auto g = sentinel_grads(args, typename Case::Diff{});
   Case::vg(loss, w, args, g);
   losskit::GradientCheckOptions opt;
@@ -563,8 +568,8 @@ void check_gradients() {
 /// weighted value_and_gradient returns the weighted operator(); all 0 give 0
 /// and zero gradients.
 template <class Case, class S>
-void check_weight_identities(typename Case::template Loss<S> loss, const Args<Case, S>& args,
-                             const Eigen::VectorXd& l, const Eigen::VectorXd& shares) {
+void check_weight_identities(typename Case::template Loss<S> loss, const Args<Case, S>& args, const Eigen::VectorXd& l,
+                             const Eigen::VectorXd& shares) {
   using losskit::Reduction;
   const Eigen::Index n = Case::batch(args);
   for (Reduction r : {Reduction::Mean, Reduction::Sum}) {
@@ -619,9 +624,9 @@ void check_identities() {
 
 }  // namespace lkcontract
 
-#define LOSSKIT_CONTRACT_TEST(what, ...)                                                                       \
+#define LOSSKIT_CONTRACT_TEST(what, ...)                                                                           \
   TEMPLATE_TEST_CASE("Contract (" LOSSKIT_CONTRACT_GROUP "): " what, "[contract]", LOSSKIT_CONTRACT_GROUP_CASES) { \
-    __VA_ARGS__;                                                                                                \
+    __VA_ARGS__;                                                                                                   \
   }
 
 // Expression inputs and output views in double only: the library's handling of
@@ -639,4 +644,5 @@ LOSSKIT_CONTRACT_TEST("every error throws losskit::Error and leaves the outputs 
 LOSSKIT_CONTRACT_TEST("float agrees with double on the same inputs", lkcontract::check_float_double<TestType>())
 LOSSKIT_CONTRACT_TEST("the gradient passes check_gradient in double", lkcontract::check_gradients<TestType>())
 LOSSKIT_CONTRACT_TEST("reduction, per_sample and sample-weight identities",
-                      (lkcontract::check_identities<TestType, float>(), lkcontract::check_identities<TestType, double>()))
+                      (lkcontract::check_identities<TestType, float>(),
+                       lkcontract::check_identities<TestType, double>()))
