@@ -158,6 +158,17 @@ bool throws_error(F&& f) {
 
 // ---- 1. expression inputs ------------------------------------------------------------------
 
+// Under AddressSanitizer (with -g and UBSan) an instantiation costs about
+// twice the memory of the test preset, and the biggest harness TUs went past
+// 6 GB. There the harness keeps one view per memory access pattern (Map:
+// contiguous, Block: strided, transpose of a row-major Map: rows, array
+// expression: coefficient access) and leaves the row-major Map (the same
+// access as the transpose), the product (the loss reads a temporary) and
+// operator() on the array expression to the test preset.
+#if defined(__SANITIZE_ADDRESS__) && !defined(LOSSKIT_CONTRACT_FEWER_VIEWS)
+#define LOSSKIT_CONTRACT_FEWER_VIEWS 1
+#endif
+
 /// A view kind V keeps what its view needs (V::Store, built from the
 /// argument: a padded copy, a transpose, a row-major copy) and makes the view
 /// (V::view); labels are passed as V::kLabels says (an int Map, an int
@@ -318,9 +329,13 @@ void check_expressions() {
   check_view<Case, S, MapView, true>(r.loss, r.args, r.value, r.grads);
   check_view<Case, S, BlockView, false>(r.loss, r.args, r.value, r.grads);
   check_view<Case, S, TransposeView, false>(r.loss, r.args, r.value, r.grads);
-  check_view<Case, S, RowMajorView, false>(r.loss, r.args, r.value, r.grads);
+#if defined(LOSSKIT_CONTRACT_FEWER_VIEWS)
+  check_view<Case, S, ArrayView, false>(r.loss, r.args, r.value, r.grads);
+#else
   check_view<Case, S, ArrayView, true>(r.loss, r.args, r.value, r.grads);
+  check_view<Case, S, RowMajorView, false>(r.loss, r.args, r.value, r.grads);
   check_view<Case, S, ProductView, false>(r.loss, r.args, r.value, r.grads);
+#endif
 }
 
 // ---- 2. gradient outputs as views ----------------------------------------------------------
