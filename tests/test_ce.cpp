@@ -462,27 +462,7 @@ TEST_CASE("CrossEntropy parallel column loop agrees with per-column sums", "[ce]
   CHECK(lktest::rel_err(ce(x, y), serial) < 1e-6);
 }
 
-TEST_CASE("CrossEntropy accepts Eigen expressions and views", "[ce][expressions]") {
-  const Eigen::MatrixXd x = lktest::normal(4, 6);
-  const Eigen::VectorXi y = lktest::labels(6, 4);
-  CrossEntropy<double> ce;
-  ce.label_smoothing = 0.05;
-  Eigen::MatrixXd g_ref;
-  const double ref = ce.value_and_gradient(x, y, g_ref);
-  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const RowMajor rows = x.transpose();
-  Eigen::Map<const RowMajor> map(rows.data(), 6, 4);
-  Eigen::MatrixXd big_g = Eigen::MatrixXd::Zero(8, 8);
-  CHECK(ce.value_and_gradient(map.transpose(), y.array() + 0, big_g.block(2, 1, 4, 6)) == Approx(ref).epsilon(1e-15));
-  CHECK(big_g.block(2, 1, 4, 6).isApprox(g_ref, 1e-15));
-  CHECK(big_g.topRows(2).isZero(0));
-  const Eigen::MatrixXd a = Eigen::MatrixXd::Identity(4, 4) * 2.0;
-  CHECK(ce(a * x * 0.5, y) == Approx(ref).epsilon(1e-15));
-  Eigen::ArrayXXd ga;
-  CHECK(ce.value_and_gradient(x.array(), y, ga) == Approx(ref).epsilon(1e-15));
-  CHECK(ga.matrix().isApprox(g_ref, 1e-15));
-}
-
+// Expression inputs and gradient views, for every functor: tests/contract_checks.hpp.
 TEST_CASE("CrossEntropy rejects invalid input and options, writing nothing", "[ce][errors]") {
   const Eigen::MatrixXd x = lktest::normal(4, 3);
   const Eigen::VectorXi y = (Eigen::VectorXi(3) << 0, 3, 1).finished();

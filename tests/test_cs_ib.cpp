@@ -401,24 +401,7 @@ TEST_CASE("CS-IB in float agrees with double on ordinary inputs", "[cs_ib][float
   CHECK((gtf.cast<double>() - gtd).cwiseAbs().maxCoeff() <= 1e-3 * gtd.cwiseAbs().maxCoeff());
 }
 
-TEST_CASE("CS-IB accepts Eigen expressions and writes into views", "[cs_ib][expressions]") {
-  const Batch b = batch(9, 3, 2, 5);
-  CSIB<double> ib;
-  Eigen::MatrixXd gy_ref, gt_ref;
-  const double ref = ib.value_and_gradient(b.yhat, b.y, b.t, b.x, gy_ref, gt_ref);
-  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const RowMajor x_rows = b.x.transpose();
-  Eigen::Map<const RowMajor> x_map(x_rows.data(), 9, 3);
-  Eigen::MatrixXd big = Eigen::MatrixXd::Zero(12, 12);
-  Eigen::ArrayXXd gy_arr;
-  const double v = ib.value_and_gradient(b.yhat.array() * 1.0, b.y, Eigen::MatrixXd::Identity(5, 5) * b.t,
-                                         x_map.transpose(), gy_arr, big.block(2, 1, 5, 9));
-  CHECK(v == Approx(ref).epsilon(1e-13));
-  CHECK(gy_arr.matrix().isApprox(gy_ref, 1e-12));
-  CHECK(big.block(2, 1, 5, 9).isApprox(gt_ref, 1e-12));
-  CHECK(big.block(0, 0, 2, 12).isZero(0));
-}
-
+// Expression inputs and gradient views, for every functor: tests/contract_checks.hpp.
 TEST_CASE("CS-IB rejects bad shapes and options, writing nothing", "[cs_ib][errors]") {
   const Batch b = batch(6, 3, 1, 4);
   CSIB<double> ib;

@@ -412,26 +412,7 @@ TEST_CASE("LDR losses in float agree with double", "[ldr][float]") {
   }
 }
 
-TEST_CASE("LDR losses accept expressions and write into gradient views", "[ldr][expressions]") {
-  const Eigen::MatrixXd s = lktest::normal(5, 4);
-  const Eigen::VectorXi y = lktest::labels(4, 5);
-  ALDRKL<double> aldr;
-  aldr.lambda0 = 1.0;
-  Eigen::MatrixXd g_ref;
-  const double ref = aldr.value_and_gradient(s, y, g_ref);
-  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const RowMajor rows = s.transpose();
-  Eigen::Map<const RowMajor> m(rows.data(), 4, 5);
-  Eigen::MatrixXd big = Eigen::MatrixXd::Zero(8, 8);
-  CHECK(aldr.value_and_gradient(m.transpose(), y.array() + 0, big.block(1, 2, 5, 4)) == Approx(ref).epsilon(1e-15));
-  CHECK(big.block(1, 2, 5, 4).isApprox(g_ref, 1e-15));
-  CHECK(big.block(0, 0, 1, 8).isZero(0));
-  LDRKL<double> ldr;
-  Eigen::ArrayXXd ga;
-  CHECK(ldr.value_and_gradient(s.array() * 1.0, y, ga) == Approx(ldr(s, y)).epsilon(1e-15));
-  CHECK(ldr(2.0 * s - s, y) == Approx(ldr(s, y)).epsilon(1e-15));
-}
-
+// Expression inputs and gradient views, for every functor: tests/contract_checks.hpp.
 TEST_CASE("LDR losses reject bad options, labels and shapes, writing nothing", "[ldr][errors]") {
   const Eigen::MatrixXd s = lktest::normal(4, 3);
   const Eigen::VectorXi y = lktest::labels(3, 4);

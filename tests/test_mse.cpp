@@ -58,51 +58,7 @@ TEST_CASE("MSE in float agrees with double, also over 2^22 elements", "[mse][flo
   }
 }
 
-TEST_CASE("MSE accepts every kind of Eigen expression", "[mse][expressions]") {
-  const Eigen::MatrixXd pred = lktest::normal(4, 6), target = lktest::normal(4, 6);
-  MSE<double> mse;
-  Eigen::MatrixXd g_ref;
-  const double ref = mse.value_and_gradient(pred, target, g_ref);
-
-  SECTION("Map") {
-    Eigen::Map<const Eigen::MatrixXd> p(pred.data(), 4, 6), t(target.data(), 4, 6);
-    Eigen::MatrixXd g;
-    CHECK(mse.value_and_gradient(p, t, g) == Approx(ref).epsilon(1e-15));
-    CHECK(g.isApprox(g_ref, 1e-15));
-  }
-  SECTION("Block of a larger matrix, gradient into a Block") {
-    Eigen::MatrixXd big_p = lktest::normal(10, 10), big_t = lktest::normal(10, 10), big_g = Eigen::MatrixXd::Zero(10, 10);
-    big_p.block(2, 3, 4, 6) = pred;
-    big_t.block(1, 1, 4, 6) = target;
-    CHECK(mse.value_and_gradient(big_p.block(2, 3, 4, 6), big_t.block(1, 1, 4, 6), big_g.block(5, 2, 4, 6)) ==
-          Approx(ref).epsilon(1e-15));
-    CHECK(big_g.block(5, 2, 4, 6).isApprox(g_ref, 1e-15));
-    CHECK(big_g.block(0, 0, 5, 10).isZero(0));
-  }
-  SECTION("transpose of a row-major Map (data from a row-major N x D buffer)") {
-    using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const RowMajor p_rows = pred.transpose(), t_rows = target.transpose();
-    Eigen::Map<const RowMajor> p(p_rows.data(), 6, 4), t(t_rows.data(), 6, 4);
-    Eigen::MatrixXd g;
-    CHECK(mse.value_and_gradient(p.transpose(), t.transpose(), g) == Approx(ref).epsilon(1e-15));
-    CHECK(g.isApprox(g_ref, 1e-15));
-  }
-  SECTION("array expression and product") {
-    const Eigen::MatrixXd a = lktest::normal(4, 4);
-    const Eigen::MatrixXd prod = a * pred;
-    Eigen::MatrixXd g1, g2;
-    const double v1 = mse.value_and_gradient(a * pred, target, g1);
-    const double v2 = mse.value_and_gradient(prod, target, g2);
-    CHECK(v1 == Approx(v2).epsilon(1e-15));
-    CHECK(g1.isApprox(g2, 1e-15));
-    const Eigen::ArrayXXd pa = pred.array(), ta = target.array();
-    Eigen::ArrayXXd ga;
-    CHECK(mse.value_and_gradient(pa * 1.0, ta, ga) == Approx(ref).epsilon(1e-15));
-    CHECK(ga.matrix().isApprox(g_ref, 1e-15));
-    CHECK(mse(pa + 0.0, target) == Approx(ref).epsilon(1e-15));
-  }
-}
-
+// Expression inputs and gradient views, for every functor: tests/contract_checks.hpp.
 TEST_CASE("MSE rejects mismatched shapes and empty input, writing nothing", "[mse][errors]") {
   MSE<double> mse;
   const Eigen::MatrixXd pred = lktest::normal(3, 4);
