@@ -534,12 +534,12 @@ struct CSIB : BatchCalls {
   }
 };
 
-/// block_size 3 over 7 classes: three blocks, the last one short. A call
-/// allocates its block buffer, so kNoAllocation is false.
+/// block_size 3 over 7 classes: three blocks, the last one short. The block
+/// buffer comes from the functor's workspace pool, so a repeated call
+/// allocates nothing.
 struct LinearCrossEntropy : Calls {
   static constexpr const char* kName = "LinearCrossEntropy (block_size 3)";
   static constexpr bool kPerSample = false;
-  static constexpr bool kNoAllocation = false;
   template <class S>
   using Loss = losskit::LinearCrossEntropy<S>;
   using Diff = std::index_sequence<0, 1, 2>;
@@ -576,9 +576,9 @@ struct LinearCrossEntropy : Calls {
 /// CPU-seconds of compile time; it has its own tests in test_spherical.cpp.
 /// value() is the dense ZLoss on layer.outputs(H) (an independent path), so
 /// the "value_and_gradient returns operator()" identity compares the O(d²)
-/// evaluation with the O(D·d) one. No sample weights, no per_sample; its
-/// value_and_gradient allocates its buffers on every call (documented in
-/// factored_output_layer.hpp; train_step's are kept), so kNoAllocation is false.
+/// evaluation with the O(D·d) one. No sample weights, no per_sample;
+/// value_and_gradient's buffers come from the layer's workspace pool, so a
+/// repeated call allocates nothing.
 template <class S>
 struct FactoredZLoss {
   losskit::FactoredOutputLayer<S> layer;
@@ -589,7 +589,6 @@ struct FactoredOutputLayer : LabelCalls {
   static constexpr const char* kName = "FactoredOutputLayer (ZLoss)";
   static constexpr bool kPerSample = false;
   static constexpr bool kSampleWeights = false;
-  static constexpr bool kNoAllocation = false;
   template <class S>
   using Loss = FactoredZLoss<S>;
   static constexpr Eigen::Index kClasses = 9, kHidden = 4;
