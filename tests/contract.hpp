@@ -25,8 +25,9 @@
 //
 // Compile budget (CI: 2 cores, test and ASan builds): the five
 // test_contract_*.cpp together take about 260 CPU-seconds at the test preset's
-// flags (largest TU 2.1 GB; 5.5 GB in the ASan build). Keep sizes tiny and checks generic; every view or output kind is one
-// more instantiation of every loss. FactoredOutputLayer::train_step is not
+// flags (largest TU 2.1 GB; 5.5 GB in the ASan build when it used -g). Keep
+// sizes tiny and checks generic; every view or output kind is one more
+// instantiation of every loss. FactoredOutputLayer::train_step is not
 // instantiated here (about 110 CPU-seconds on its own).
 #include <losskit/losskit.hpp>
 
@@ -451,6 +452,21 @@ struct MSSSIM : ImageCalls {
   static auto data() { return image_pair(2 * 16 * 14, 2); }
 };
 
+/// Window 3 and two scales: every side (depth too) >= (3 − 1)·2 + 1 = 5; the
+/// odd sides (7, 5) go through the default ReplicateLast pooling.
+struct MSSSIM3D : ImageCalls {
+  static constexpr const char* kName = "MSSSIM3DLoss (6×7×5, window 3, 2 scales)";
+  template <class S>
+  using Loss = losskit::MSSSIM3DLoss<S>;
+  template <class S>
+  static Loss<S> make() {
+    Loss<S> l = with_window(Loss<S>(6, 7, 5), 3, 1.0);
+    l.weights = {S(0.4), S(0.6)};
+    return l;
+  }
+  static auto data() { return image_pair(6 * 7 * 5, 2); }
+};
+
 struct MSSSIML1 : ImageCalls {
   static constexpr const char* kName = "MSSSIML1Loss (16×14, window 3, 3 scales, l1_window_size 7)";
   template <class S>
@@ -628,7 +644,7 @@ struct FactoredOutputLayer : LabelCalls {
 }  // namespace lkcontract
 
 // The groups, one translation unit each (test_contract_<group>.cpp): about 2 to
-// 6 cases a TU keeps every TU under 6 GB also in the ASan build (-g, UBSan),
+// 6 cases a TU keeps every TU under 6 GB also in the ASan build (with -g, UBSan),
 // where the 11 losses in one TU needed more.
 #define LOSSKIT_CONTRACT_LOSSES_CE                                                                \
   lkcontract::MSESum, lkcontract::CrossEntropyLabels, lkcontract::CrossEntropyProbabilities, \
@@ -637,7 +653,8 @@ struct FactoredOutputLayer : LabelCalls {
   lkcontract::CompSum, lkcontract::SmoothAdversarialCompSum, lkcontract::LDRKL, lkcontract::LDRKLSoftplus, \
       lkcontract::ALDRKL, lkcontract::ZLoss
 #define LOSSKIT_CONTRACT_LOSSES LOSSKIT_CONTRACT_LOSSES_CE, LOSSKIT_CONTRACT_LOSSES_MARGIN
-#define LOSSKIT_CONTRACT_IMAGES lkcontract::SSIM, lkcontract::SSIM3D, lkcontract::MSSSIM, lkcontract::MSSSIML1
+#define LOSSKIT_CONTRACT_IMAGES \
+  lkcontract::SSIM, lkcontract::SSIM3D, lkcontract::MSSSIM, lkcontract::MSSSIM3D, lkcontract::MSSSIML1
 #define LOSSKIT_CONTRACT_BATCH_CS lkcontract::CSDivergence, lkcontract::CSQuadraticMI, lkcontract::CSIB
 #define LOSSKIT_CONTRACT_BATCH_HEADS lkcontract::LinearCrossEntropy, lkcontract::FactoredOutputLayer
 #define LOSSKIT_CONTRACT_BATCH LOSSKIT_CONTRACT_BATCH_CS, LOSSKIT_CONTRACT_BATCH_HEADS
