@@ -40,11 +40,10 @@ auto cast_args(const std::tuple<A...>& args) {
 template <class Case, class S>
 using Args = decltype(cast_args<S>(Case::data()));
 
+/// lktest::sentinel of a's type and shape.
 template <class A>
 A sentinel_like(const A& a) {
-  A g(a.rows(), a.cols());
-  g.setConstant(typename A::Scalar(-12345.5));
-  return g;
+  return A(lktest::sentinel<typename A::Scalar>(a.rows(), a.cols()));
 }
 
 /// One plain, sentinel-filled output per differentiable argument.
@@ -158,7 +157,7 @@ bool throws_error(F&& f) {
 
 // ---- 1. expression inputs ------------------------------------------------------------------
 
-// Under AddressSanitizer (with -g and UBSan) an instantiation costs about
+// Under AddressSanitizer (measured with -g, and UBSan) an instantiation costs about
 // twice the memory of the test preset, and the biggest harness TUs went past
 // 6 GB. There the harness keeps one view per memory access pattern (Map:
 // contiguous, Block: strided, transpose of a row-major Map: rows, array
@@ -359,13 +358,13 @@ struct BlockOut {
     Big big;
     Eigen::Index r, c;
     explicit Out(const G& g)
-        : big(Big::Constant(g.rows() + 2, g.cols() + 3, typename G::Scalar(-12345.5))), r(g.rows()), c(g.cols()) {}
+        : big(lktest::sentinel<typename G::Scalar>(g.rows() + 2, g.cols() + 3)), r(g.rows()), c(g.cols()) {}
     auto view() { return big.block(1, 2, r, c); }
     G result() const { return big.block(1, 2, r, c); }
     /// Nothing written around the block.
     bool outside_untouched() const {
       Big rest = big;
-      rest.block(1, 2, r, c).setConstant(typename G::Scalar(-12345.5));
+      rest.block(1, 2, r, c) = lktest::sentinel<typename G::Scalar>(r, c);
       return lktest::untouched(rest, big.rows(), big.cols());
     }
   };
