@@ -272,7 +272,10 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
     Scalar keep, spread;  ///< 1 − ε and ε/C: q' = keep·q + spread
     Acc weight_total;     ///< Σ_k w_k (C without weights)
     Eigen::Index chunk;   ///< chunk length for a column of C logits
+    bool blocked;         ///< labels without smoothing: small C may run in blocks of columns
   };
+  static bool blocked(const Context& ctx) { return ctx.blocked; }
+  static constexpr Eigen::Index kBlockRows = 128;
 
   template <class Totals>
   static Result result(const Totals& t) {
@@ -340,7 +343,8 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
     Eigen::Index chunk = kChunk;
     if (C > kChunk * kMaxChunks) chunk = std::max(kChunk, ((C + kMaxChunks - 1) / kMaxChunks + 15) / 16 * 16);
     const Acc weight_total = class_weights.size() > 0 ? Acc(class_weights.sum()) : Acc(C);
-    return {Scalar(1) - label_smoothing, label_smoothing / Scalar(C), weight_total, chunk};
+    return {Scalar(1) - label_smoothing, label_smoothing / Scalar(C), weight_total, chunk,
+            kLabels<T> && label_smoothing == Scalar(0)};
   }
 
   /// n_j: w_{y_j} (0 if ignored) with labels, 1 with probabilities.
@@ -394,6 +398,62 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
       if (weighted) return column_with(ctx, xc, WeightedSoft<decltype(qc)>{class_weights, soft}, NoLabel{}, factor, g);
       return column_with(ctx, xc, soft, NoLabel{}, factor, g);
     }
+  }
+
+  /// Columns [j0, j0 + count) of a contiguous batch with labels and no
+  /// smoothing (small C, see ColumnLoss::kBlockRows): the column maxima, then
+  /// exp(x − m) over the whole block in one pass (into the gradient, or a
+  /// stack block for the value alone), the column sums, and per column what
+  /// column_with() closes with; t_k = w_y·e_y here, so the gradient is
+  /// (k_ce + k_z)·e except at the label. A column that is not finite (or
+  /// holds NaN) goes through column() and gets its NaN.
+  template <class X, class T, class W, class G>
+  Part columns(const Context& ctx, const X& x, const T& labels, Eigen::Index j0, Eigen::Index count, const W& s,
+               Scalar factor, G& g) const {
+    using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+    using Row = Eigen::Array<Scalar, 1, Eigen::Dynamic, Eigen::RowMajor, 1, Base::kBlockElements>;
+    const Eigen::Index C = x.rows();
+    const Eigen::Map<const Mat> xb(x.data() + C * j0, C, count);
+    Eigen::Array<Scalar, detail::wants_grad<G> ? 1 : Base::kBlockElements, 1> scratch;
+    Scalar* e_data = scratch.data();
+    if constexpr (detail::wants_grad<G>) e_data = g.data() + C * j0;
+    Eigen::Map<Mat> e(e_data, C, count);
+    const Row m = xb.array().colwise().maxCoeff();
+    e.array() = xb.array().rowwise() - m;
+    Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>> flat(e_data, C * count);
+    flat = flat.exp();
+    const Row sum_e = e.array().colwise().sum();
+    const bool weighted = class_weights.size() > 0;
+    Part total{};
+    for (Eigen::Index j = 0; j < count; ++j) {
+      const Eigen::Index col = j0 + j;
+      const long long l = static_cast<long long>(labels.coeff(col));
+      const Scalar sj = detail::sample_weight_at<Scalar>(s, col);
+      if (l == ignore_index || sj == Scalar(0)) {
+        if constexpr (detail::wants_grad<G>) e.col(j).setZero();
+        continue;
+      }
+      const Scalar f = factor * sj;
+      Part part;
+      if (!kLabels<T> || !Column::finite(m(j), Acc(sum_e(j)))) {
+        if constexpr (detail::wants_grad<G>)
+          part = column(ctx, x, labels, col, f, e.col(j));
+        else
+          part = column(ctx, x, labels, col, f, NoGrad{});
+      } else {
+        const Eigen::Index y = static_cast<Eigen::Index>(l);
+        const Scalar w_y = weighted ? class_weights(y) : Scalar(1);
+        const auto lm = Column::label_mass(ctx.keep, Scalar(0), ctx.weight_total, w_y, xb(y, j), m(j), Acc(0));
+        const Column c = Column::close(lm.mass, lm.shifted, Acc(w_y), m(j), Acc(sum_e(j)), z_penalty, f);
+        if constexpr (detail::wants_grad<G>) {
+          e.col(j) *= static_cast<Scalar>(c.k_ce + c.k_z);
+          e(y, j) = c.label_gradient(std::exp(Acc(xb(y, j)) - Acc(m(j))), Acc(f) * lm.t_y);
+        }
+        part = {c.ce, c.z};
+      }
+      total += detail::is_weighted<W> ? part.scaled(Acc(sj)) : part;
+    }
+    return total;
   }
 
   struct Label {
@@ -533,7 +593,8 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
 template <class Scalar_>
 class BinaryCrossEntropyWithLogits
     : public detail::ColumnLoss<BinaryCrossEntropyWithLogits<Scalar_>, Scalar_> {
-  friend detail::ColumnLoss<BinaryCrossEntropyWithLogits<Scalar_>, Scalar_>;
+  using Base = detail::ColumnLoss<BinaryCrossEntropyWithLogits<Scalar_>, Scalar_>;
+  friend Base;
 
  public:
   using Scalar = Scalar_;
@@ -556,6 +617,7 @@ class BinaryCrossEntropyWithLogits
     Eigen::Index pos_weights, weight_cols;
   };
   static bool elementwise(const Context& ctx) { return ctx.pos_weights == 0 && ctx.weight_cols == 0; }
+  static constexpr Eigen::Index kBlockRows = 512;
 
   template <class X, class T>
   Context prepare(const X& logits, const T& targets) const {
@@ -625,6 +687,52 @@ class BinaryCrossEntropyWithLogits
       else
         sum += with_weight(Eigen::Array<Scalar, Eigen::Dynamic, 1>::Constant(
             len, ctx.pos_weights == 1 ? pos_weight(0) : Scalar(1)));
+    }
+    return sum;
+  }
+
+  /// Columns [j0, j0 + count) of contiguous data (D <= kBlockRows) as one
+  /// flat array: pos_weight tiled over the block, and the element weights
+  /// times the sample weights (s_j·u_{d,j}) as one flat weight, so that what
+  /// column() does per column runs in chunks of whole columns.
+  template <class X, class T, class W, class G>
+  Acc columns(const Context& ctx, const X& x, const T& t, Eigen::Index j0, Eigen::Index count, const W& s,
+              Scalar factor, G& g) const {
+    using Flat = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, Base::kBlockElements, 1>;
+    using Seg = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+    const Eigen::Index D = x.rows(), size = D * count, offset = D * j0;
+    Flat pw, u;
+    if (ctx.pos_weights > 1) pw = pos_weight.array().replicate(count, 1);
+    const bool has_u = ctx.weight_cols > 0 || detail::is_weighted<W>;
+    if (has_u) {
+      u.resize(size);
+      for (Eigen::Index j = 0; j < count; ++j) {
+        const Scalar sj = detail::sample_weight_at<Scalar>(s, j0 + j);
+        if (ctx.weight_cols == 0)
+          u.segment(j * D, D).setConstant(sj);
+        else
+          u.segment(j * D, D) = sj * weight.col(ctx.weight_cols == 1 ? 0 : j0 + j).array();
+      }
+    }
+    Acc sum(0);
+    for (Eigen::Index start = 0; start < size; start += kChunk) {
+      const Eigen::Index len = std::min(kChunk, size - start);
+      const Seg xs(x.data() + offset + start, len), ts(t.data() + offset + start, len);
+      auto in_chunk = [&](auto&& gs) {
+        auto with_u = [&](const auto& wp) {
+          if (!has_u) return chunk_or_exact(xs, ts, wp, detail::UnitWeights{}, gs, factor);
+          return chunk_or_exact(xs, ts, wp, u.segment(start, len), gs, factor);
+        };
+        if (ctx.pos_weights > 1) return with_u(pw.segment(start, len));
+        return with_u(Eigen::Array<Scalar, Eigen::Dynamic, 1>::Constant(
+            len, ctx.pos_weights == 1 ? pos_weight(0) : Scalar(1)));
+      };
+      if constexpr (detail::wants_grad<G>) {
+        Eigen::Map<Eigen::Matrix<Scalar, Eigen::Dynamic, 1>> gs(g.data() + offset + start, len);
+        sum += in_chunk(gs);
+      } else {
+        sum += in_chunk(NoGrad{});
+      }
     }
     return sum;
   }

@@ -138,6 +138,15 @@ eval_t<W> eval_weights(const Eigen::DenseBase<W>& w) {
   return w.derived();
 }
 
+/// s_j, or 1 without weights.
+template <class Scalar, class W>
+Scalar sample_weight_at(const W& s, Eigen::Index j) {
+  if constexpr (is_weighted<W>)
+    return s.coeff(j);
+  else
+    return Scalar(1);
+}
+
 /// Σ_j s_j, or n without weights: the normaliser when every n_j = 1.
 template <class Acc, class W>
 Acc weight_total(const W& s, Eigen::Index n) {
@@ -247,6 +256,19 @@ class ColumnLoss {
     return true;
   }
 
+  /// kBlockRows > 0: the family also has a kernel over a block of whole
+  /// columns, `Part columns(context, x, t, j0, count, s, factor, grad)`,
+  /// which the call uses on contiguous data of at most kBlockRows rows (when
+  /// blocked(context) agrees): a few classes then pay per block of columns
+  /// (one exp pass over the block), not per column. It must give what
+  /// `column` gives, column by column, to round-off, with the weighted sum's
+  /// rules (s_j·ℓ_j, a column of weight 0 not evaluated and zeroed).
+  static constexpr Eigen::Index kBlockRows = 0;
+  template <class C>
+  static bool blocked(const C& /*context*/) {
+    return true;
+  }
+
   template <class P>
   static Scalar per_sample_value(const P& part, Acc /*share*/) {
     return static_cast<Scalar>(part_total<P, Acc>(part));
@@ -310,6 +332,12 @@ class ColumnLoss {
         return out;
       }
     }
+    if constexpr (Derived::kBlockRows > 0 && is_contiguous<X>() && is_contiguous<std::decay_t<decltype(g)>>()) {
+      if (x.rows() <= Derived::kBlockRows && self().blocked(context)) {
+        out.sum = run_blocks(context, x, t, s, g, factor);
+        return out;
+      }
+    }
     out.sum = weighted_column_sum<DPart>(
         x.cols(), self().column_work(x), s, factor,
         [&](Eigen::Index j, Scalar f) { return self().column(context, x, t, j, f, g.matrix().col(j)); },
@@ -320,6 +348,24 @@ class ColumnLoss {
   }
 
   static constexpr Eigen::Index kFlatChunk = 1024;
+
+ protected:
+  /// Elements in one block of whole columns (see kBlockRows); the family's
+  /// `columns` may keep one such block on its stack.
+  static constexpr Eigen::Index kBlockElements = 2048;
+
+ private:
+  // Blocks of kBlockElements / rows whole columns, in parallel over blocks.
+  template <class C, class X, class T, class W, class G>
+  auto run_blocks(const C& context, const X& x, const T& t, const W& s, G& g, Scalar factor) const {
+    using DPart = typename Derived::Part;
+    const Eigen::Index n = x.cols(), rows = std::max<Eigen::Index>(x.rows(), 1);
+    const Eigen::Index per = std::max<Eigen::Index>(1, kBlockElements / rows), blocks = (n + per - 1) / per;
+    return column_sum<DPart>(blocks, per * rows, [&](Eigen::Index b) {
+      const Eigen::Index j0 = b * per;
+      return self().columns(context, x, t, j0, std::min(per, n - j0), s, factor, g);
+    });
+  }
 
   // The D×N array seen as kFlatChunk×(size/kFlatChunk) plus one short
   // column for the remainder; the kernel runs on those columns.
