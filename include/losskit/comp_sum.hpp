@@ -18,7 +18,8 @@
 /// exactly lse(h) − h_y, the cross-entropy formula, and τ → 1 is continuous.
 /// 1/p_y is never formed: for τ < 1 the value and gradient are finite
 /// wherever the mathematical value is, and overflow to inf only where it does.
-/// Softmax pass: one exp per logit (detail::shifted_exp).
+/// Softmax pass: one exp per logit (detail::shifted_exp); for C <= 128 on
+/// contiguous logits, one exp pass over blocks of whole columns instead.
 ///
 /// SmoothAdversarialCompSum<S> (options `tau`, `nu` >= 0, default 1 and 1)
 /// takes clean logits h = h(x), perturbed logits h' = h(x') (the caller
@@ -75,6 +76,9 @@ Scalar comp_sum_from_log_p(Scalar log_p, Scalar tau) {
   return expm1(z) / -q;
 }
 
+template <class Scalar, class G>
+Scalar comp_sum_close(Scalar log_p, Scalar sum_e, Eigen::Index y, Scalar tau, Scalar factor, G&& g);
+
 /// One sample of a comp-sum loss: returns ℓ^τ of the logits column x with
 /// label y and, unless g is NoGrad, writes factor·p_y^{τ−1}·(p − e_y) into g.
 /// The gradient is w·e with w = factor·p_y^{τ−1}/Σe (e = exp(x − max x)),
@@ -92,16 +96,24 @@ typename X::Scalar comp_sum_column(const Eigen::MatrixBase<X>& x, Eigen::Index y
   } else {
     Scalar sum_e;
     const Scalar lse = shifted_exp(x, g, sum_e);
-    const Scalar log_p = x.coeff(y) - lse;
-    const Scalar q = tau - Scalar(1);
-    // τ = 1 needs no exp and must not turn a log_p of −inf into 0·inf.
-    const Scalar p_pow = q == Scalar(0) ? Scalar(1) : exp(q * log_p);
-    const Scalar w = p_pow / sum_e * factor;
-    const Scalar e_y = g.coeff(y);
-    g *= w;
-    g.coeffRef(y) = -w * (sum_e - e_y);
-    return comp_sum_from_log_p(log_p, tau);
+    return comp_sum_close(Scalar(x.coeff(y) - lse), sum_e, y, tau, factor, g);
   }
+}
+
+/// comp_sum_column's last step, shared with CompSum's blocks of columns:
+/// from log p_y and Σe (g holding e = exp(x − max x)), ℓ^τ, and g turned
+/// into the gradient.
+template <class Scalar, class G>
+Scalar comp_sum_close(Scalar log_p, Scalar sum_e, Eigen::Index y, Scalar tau, Scalar factor, G&& g) {
+  using std::exp;
+  const Scalar q = tau - Scalar(1);
+  // τ = 1 needs no exp and must not turn a log_p of −inf into 0·inf.
+  const Scalar p_pow = q == Scalar(0) ? Scalar(1) : exp(q * log_p);
+  const Scalar w = p_pow / sum_e * factor;
+  const Scalar e_y = g.coeff(y);
+  g *= w;
+  g.coeffRef(y) = -w * (sum_e - e_y);
+  return comp_sum_from_log_p(log_p, tau);
 }
 
 /// ‖d‖₂ of a vector expression, scaled by max|d_k| so that no finite d
@@ -178,6 +190,33 @@ class CompSum : public detail::ColumnLoss<CompSum<Scalar_>, Scalar_> {
   template <class X, class L, class G>
   Acc column(Context, const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
     return Acc(detail::comp_sum_column(logits.matrix().col(j), Eigen::Index(labels.coeff(j)), tau, factor, grad));
+  }
+
+  static constexpr Eigen::Index kBlockRows = 128;
+
+  // Columns [j0, j0 + count) of contiguous logits (small C): the column
+  // maxima, one exp pass over the block, the column sums, then
+  // comp_sum_close per column; a column with a non-finite max or sum goes
+  // through column() (shifted_exp's rules for +inf and NaN).
+  template <class X, class L, class W, class G>
+  Acc columns(Context ctx, const X& x, const L& labels, Eigen::Index j0, Eigen::Index count, const W& s,
+              Scalar factor, G& g) const {
+    using std::log;
+    detail::ColumnBlock<Scalar, G> b(x, g, j0, count);
+    const auto m = b.column_max();
+    b.exp(m, Scalar(1));
+    const auto sum_e = b.sums();
+    auto exact = [&](Eigen::Index j) { return !(std::isfinite(m(j)) && std::isfinite(sum_e(j))); };
+    auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, x, labels, col, f, grad); };
+    auto close = [&](Eigen::Index j, Scalar f, auto&& grad) {
+      const Eigen::Index y = Eigen::Index(labels.coeff(j0 + j));
+      const Scalar log_p = b.x(y, j) - (m(j) + log(sum_e(j)));
+      if constexpr (detail::wants_grad<decltype(grad)>)
+        return Acc(detail::comp_sum_close(log_p, sum_e(j), y, tau, f, grad));
+      else
+        return Acc(detail::comp_sum_from_log_p(log_p, tau));
+    };
+    return b.template close_columns<Acc>(j0, s, factor, exact, by_column, close);
   }
 };
 

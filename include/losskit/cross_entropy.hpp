@@ -51,6 +51,11 @@
 /// Cost: the logits are read once per column (chunked online max, Milakov &
 /// Gimelshein 2018), one exp per element written into the gradient and
 /// rescaled in place; columns run in parallel under OpenMP; no allocation.
+/// With labels, no label smoothing, C <= 128 and contiguous logits and
+/// gradient (a plain Matrix or Map), blocks of whole columns (2048 logits)
+/// are processed at once instead: column maxima, one exp pass over the block,
+/// column sums, then the same closing formulas per column (same values to
+/// round-off; a column with a non-finite logit is done column-wise).
 ///
 /// BinaryCrossEntropyWithLogits<S> — logits x and targets t in [0, 1] (D×N),
 /// optional pos_weight w_p (length D, or 1 to use one value for every output
@@ -72,8 +77,10 @@
 /// t < 1, 0 if t = 1, gradient 1 − t; x = −inf → ℓ = +inf if w_p·t > 0, else
 /// 0, gradient −w_p·t. NaN logits give NaN. Targets outside [0, 1] or NaN
 /// (checked), pos_weight or weight entries < 0 or non-finite, and a weight of
-/// another shape than D×1 or D×N, are an Error. With pos_weight or weight the
-/// loss runs column by column (without, a contiguous call runs as one flat array).
+/// another shape than D×1 or D×N, are an Error. A contiguous call without
+/// pos_weight, weight or sample weights runs as one flat array; with them,
+/// D <= 512 runs in flat blocks of whole columns (pos_weight tiled, the
+/// sample weight folded into the element weight), larger D column by column.
 #include <Eigen/Core>
 #include <array>
 #include <cmath>
@@ -410,50 +417,29 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
   template <class X, class T, class W, class G>
   Part columns(const Context& ctx, const X& x, const T& labels, Eigen::Index j0, Eigen::Index count, const W& s,
                Scalar factor, G& g) const {
-    using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-    using Row = Eigen::Array<Scalar, 1, Eigen::Dynamic, Eigen::RowMajor, 1, Base::kBlockElements>;
-    const Eigen::Index C = x.rows();
-    const Eigen::Map<const Mat> xb(x.data() + C * j0, C, count);
-    Eigen::Array<Scalar, detail::wants_grad<G> ? 1 : Base::kBlockElements, 1> scratch;
-    Scalar* e_data = scratch.data();
-    if constexpr (detail::wants_grad<G>) e_data = g.data() + C * j0;
-    Eigen::Map<Mat> e(e_data, C, count);
-    const Row m = xb.array().colwise().maxCoeff();
-    e.array() = xb.array().rowwise() - m;
-    Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>> flat(e_data, C * count);
-    flat = flat.exp();
-    const Row sum_e = e.array().colwise().sum();
+    detail::ColumnBlock<Scalar, G> b(x, g, j0, count);
+    const auto& xb = b.x;
+    const auto m = b.column_max();
+    b.exp(m, Scalar(1));
+    const auto sum_e = b.sums();
     const bool weighted = class_weights.size() > 0;
-    Part total{};
-    for (Eigen::Index j = 0; j < count; ++j) {
-      const Eigen::Index col = j0 + j;
-      const long long l = static_cast<long long>(labels.coeff(col));
-      const Scalar sj = detail::sample_weight_at<Scalar>(s, col);
-      if (l == ignore_index || sj == Scalar(0)) {
-        if constexpr (detail::wants_grad<G>) e.col(j).setZero();
-        continue;
+    auto exact = [&](Eigen::Index j) {
+      const long long l = static_cast<long long>(labels.coeff(j0 + j));
+      return !kLabels<T> || l == ignore_index || !Column::finite(m(j), Acc(sum_e(j)));
+    };
+    auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, x, labels, col, f, grad); };
+    auto close = [&](Eigen::Index j, Scalar f, auto&& grad) -> Part {
+      const Eigen::Index y = static_cast<Eigen::Index>(labels.coeff(j0 + j));
+      const Scalar w_y = weighted ? class_weights(y) : Scalar(1);
+      const auto lm = Column::label_mass(ctx.keep, Scalar(0), ctx.weight_total, w_y, xb(y, j), m(j), Acc(0));
+      const Column c = Column::close(lm.mass, lm.shifted, Acc(w_y), m(j), Acc(sum_e(j)), z_penalty, f);
+      if constexpr (detail::wants_grad<decltype(grad)>) {
+        grad *= static_cast<Scalar>(c.k_ce + c.k_z);
+        grad(y) = c.label_gradient(std::exp(Acc(xb(y, j)) - Acc(m(j))), Acc(f) * lm.t_y);
       }
-      const Scalar f = factor * sj;
-      Part part;
-      if (!kLabels<T> || !Column::finite(m(j), Acc(sum_e(j)))) {
-        if constexpr (detail::wants_grad<G>)
-          part = column(ctx, x, labels, col, f, e.col(j));
-        else
-          part = column(ctx, x, labels, col, f, NoGrad{});
-      } else {
-        const Eigen::Index y = static_cast<Eigen::Index>(l);
-        const Scalar w_y = weighted ? class_weights(y) : Scalar(1);
-        const auto lm = Column::label_mass(ctx.keep, Scalar(0), ctx.weight_total, w_y, xb(y, j), m(j), Acc(0));
-        const Column c = Column::close(lm.mass, lm.shifted, Acc(w_y), m(j), Acc(sum_e(j)), z_penalty, f);
-        if constexpr (detail::wants_grad<G>) {
-          e.col(j) *= static_cast<Scalar>(c.k_ce + c.k_z);
-          e(y, j) = c.label_gradient(std::exp(Acc(xb(y, j)) - Acc(m(j))), Acc(f) * lm.t_y);
-        }
-        part = {c.ce, c.z};
-      }
-      total += detail::is_weighted<W> ? part.scaled(Acc(sj)) : part;
-    }
-    return total;
+      return {c.ce, c.z};
+    };
+    return b.template close_columns<Part>(j0, s, factor, exact, by_column, close);
   }
 
   struct Label {
@@ -698,7 +684,7 @@ class BinaryCrossEntropyWithLogits
   template <class X, class T, class W, class G>
   Acc columns(const Context& ctx, const X& x, const T& t, Eigen::Index j0, Eigen::Index count, const W& s,
               Scalar factor, G& g) const {
-    using Flat = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, Base::kBlockElements, 1>;
+    using Flat = Eigen::Array<Scalar, Eigen::Dynamic, 1, 0, detail::kColumnBlockElements, 1>;
     using Seg = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
     const Eigen::Index D = x.rows(), size = D * count, offset = D * j0;
     Flat pw, u;

@@ -22,6 +22,8 @@
 ///   (its infimum is −λ·log C). Evaluated max-shifted: ψ = max z +
 ///   λ·log((1/C)·Σ exp((z_k − max z)/λ)); for very large λ the absolute error
 ///   is about λ·ε·log C, since log((1/C)Σ…) → 0 is formed from a sum near C.
+///   Without logit scaling, C <= 128 on contiguous logits runs in blocks of
+///   whole columns (one exp pass per block; the same formulas, to round-off).
 ///
 /// ALDRKL<S> (options `lambda0` > 0, default 10; `alpha` > 1, default 2;
 /// `margin`, default 0.1; the paper code's defaults), with a = α·log C/λ0:
@@ -193,17 +195,32 @@ class Column {
           if (k != y_ && s_.coeff(k) > -kInf) lo = std::min(lo, s_.coeff(k));
       }
       hi_score = score(hi);
-      const Scalar zhi = hi_score + margin - f_y, zlo = score(lo) + margin - f_y;
-      // NaN-propagating: a NaN extreme must not be replaced by the 0 of z_y.
-      zmax_ = std::isnan(zhi) ? zhi : std::max(zhi, Scalar(0));
+      const Scalar zlo = score(lo) + margin - f_y;
+      zmax_ = peak(hi_score, f_y, margin, scaling_ == LogitScaling::None).zmax;
       zmin_ = std::isnan(zlo) ? zlo : std::min(zlo, Scalar(0));
     }
-    // shift = max over k ≠ y of the score when that is z's maximum: taken as
-    // the score itself (not f_y + z_max − c, which rounds), so the arg-max
-    // class gets w = 0 exactly; 1/λ would magnify the rounding.
-    shift_ = (c_ > 1 && zmax_ > Scalar(0) && zmax_ < kInf && scaling_ == LogitScaling::None) ? hi_score
-                                                                                              : f_y + zmax_ - margin;
+    shift_ = c_ > 1 ? peak(hi_score, f_y, margin, scaling_ == LogitScaling::None).shift : f_y - margin;
     f_y_ = f_y;
+  }
+
+  /// z's maximum max(hi + c − f_y, 0) from hi = max_{k≠y} f_k (NaN-propagating:
+  /// a NaN extreme must not be replaced by the 0 of z_y), and the exponent
+  /// shift: hi itself when that is z's maximum on raw logits (not
+  /// f_y + z_max − c, which rounds), so the arg-max class gets w = 0
+  /// exactly; 1/λ would magnify the rounding. Shared with LDRKL's blocks.
+  struct Peak {
+    Scalar zmax, shift;
+  };
+  static Peak peak(Scalar hi, Scalar f_y, Scalar margin, bool raw) {
+    const Scalar zhi = hi + margin - f_y;
+    const Scalar zmax = std::isnan(zhi) ? zhi : std::max(zhi, Scalar(0));
+    return {zmax, (zmax > Scalar(0) && zmax < kInf && raw) ? hi : f_y + zmax - margin};
+  }
+
+  /// ψ = max z + λ·(log S0 − log C).
+  static Acc value(Scalar zmax, Scalar lambda, Acc s0, Acc log_c) {
+    using std::log;
+    return Acc(zmax) + Acc(lambda) * (log(s0) - log_c);
   }
 
   Eigen::Index classes() const { return c_; }
@@ -231,8 +248,7 @@ class Column {
   template <class G>
   void finish_gradient(G&& g, Acc s0, Scalar factor) const {
     if (scaling_ == LogitScaling::None) {
-      g.array() *= Scalar(Acc(factor) / s0);
-      g.coeffRef(y_) -= factor;
+      raw_gradient(g, y_, s0, factor);
       return;
     }
     // Σ_k G_k f_k = (Σ_k e_k f_k)/S0 − f_y.
@@ -255,6 +271,13 @@ class Column {
     }
     const Scalar sy = s_.coeff(y_);
     g.coeffRef(y_) -= outer * (scaling_ == LogitScaling::Softplus ? sigmoid(sy) : Scalar(1));
+  }
+
+  /// Without scaling: ∂ψ/∂s = e/S0 − e_y, times factor, from e in g.
+  template <class G>
+  static void raw_gradient(G&& g, Eigen::Index y, Acc s0, Scalar factor) {
+    g.array() *= Scalar(Acc(factor) / s0);
+    g.coeffRef(y) -= factor;
   }
 
   /// KL(q, u) of the official code's smoothed distribution
@@ -446,7 +469,7 @@ class Column {
     if (y_ >= start && y_ < start + len) w(y_ - start) = -zmax_;
   }
 
-  const Col& s_;
+  const Col s_;  // a view (Block) of the logits column, held by value
   Eigen::Index y_, c_;
   LogitScaling scaling_;
   Acc log_c_ = 0;
@@ -456,13 +479,25 @@ class Column {
 /// λ·lse_u(z/λ) of one column at a given λ; unless grad is NoGrad,
 /// factor·∂/∂logits of it into grad (LDR-KL, and ALDR-KL's stateful calls).
 template <class Scalar, class Col, class G>
+acc_t<Scalar> fixed_lambda_close(const Column<Scalar, Col>& col, Scalar lambda, acc_t<Scalar> s0, Scalar factor,
+                                 G&& grad);
+
+template <class Scalar, class Col, class G>
 acc_t<Scalar> fixed_lambda(const Column<Scalar, Col>& col, Scalar lambda, Scalar factor, G&& grad) {
   using std::log;
   using Acc = acc_t<Scalar>;
   const Moments<Acc> m = col.template moments<false>(lambda, grad);
-  if constexpr (wants_grad<G>) col.finish_gradient(grad, m.s0, factor);
+  return fixed_lambda_close(col, lambda, m.s0, factor, grad);
+}
+
+/// fixed_lambda's last step, shared with LDRKL's blocks of columns: ψ from
+/// S0, and the stored e turned into the gradient.
+template <class Scalar, class Col, class G>
+acc_t<Scalar> fixed_lambda_close(const Column<Scalar, Col>& col, Scalar lambda, acc_t<Scalar> s0, Scalar factor,
+                                 G&& grad) {
+  if constexpr (wants_grad<G>) col.finish_gradient(grad, s0, factor);
   (void)factor;
-  return Acc(col.zmax()) + Acc(lambda) * (log(m.s0) - col.log_classes());
+  return Column<Scalar, Col>::value(col.zmax(), lambda, s0, col.log_classes());
 }
 
 /// Solves max_{λ ∈ [λ0(1 − 1/α), λ0]} g(λ) for one column (see ALDRKL).
@@ -651,21 +686,68 @@ class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
   using Acc = detail::acc_t<Scalar>;
   static constexpr const char* kName = "LDRKL";
 
-  struct Context {};
+  struct Context {
+    bool raw;  ///< no logit scaling
+  };
 
   template <class X, class L>
   Context prepare(const X& logits, const L& labels) const {
     detail::check_positive(kName, "lambda", lambda);
     detail::ldr::check_inputs(kName, margin, logit_scaling, logits, labels);
-    return {};
+    return {logit_scaling == LogitScaling::None};
   }
 
   template <class X, class L, class G>
   Acc column(Context, const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
-    const auto sc = logits.col(j);
-    const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(labels.coeff(j)), margin, logit_scaling,
-                                                        false);
-    return detail::ldr::fixed_lambda(col, lambda, factor, grad);
+    return detail::ldr::fixed_lambda(column_of(logits, labels, j), lambda, factor, grad);
+  }
+
+  static constexpr Eigen::Index kBlockRows = 128;
+  static bool blocked(Context ctx) { return ctx.raw; }
+
+  // Columns [j0, j0 + count) of contiguous logits without scaling (small C),
+  // what fixed_lambda does per column, vectorised over the block: hi = the
+  // column maxima with the labels set to −inf, Column::peak per column, one
+  // exp pass (the exponent clamped at 0 as in raw_block_exp), e_y =
+  // exp(−max z/λ) put at the labels, S0 = the column sums. A column with a
+  // non-finite logit goes through column() (Column's NaN and inf rules).
+  template <class X, class L, class W, class G>
+  Acc columns(Context ctx, const X& x, const L& labels, Eigen::Index j0, Eigen::Index count, const W& s,
+              Scalar factor, G& g) const {
+    using Block = detail::ColumnBlock<Scalar, G>;
+    using Col = detail::ldr::Column<Scalar, decltype(x.col(0))>;
+    Block b(x, g, j0, count);
+    const typename Block::Row finite = b.x.array().colwise().sum();
+    b.e = b.x;
+    for (Eigen::Index j = 0; j < count; ++j) b.e(Eigen::Index(labels.coeff(j0 + j)), j) = -Col::kInf;
+    const typename Block::Row hi = b.e.array().colwise().maxCoeff();
+    typename Block::Row shift(count), zmax(count);
+    for (Eigen::Index j = 0; j < count; ++j) {
+      const auto p = Col::peak(hi(j), b.x(Eigen::Index(labels.coeff(j0 + j)), j), margin, true);
+      zmax(j) = p.zmax;
+      shift(j) = x.rows() > 1 ? p.shift : b.x(0, j) - margin;
+    }
+    const Scalar inv = Scalar(1) / lambda;
+    b.template exp<true>(shift, inv);
+    const typename Block::Row e_y = (-zmax * inv).exp();
+    for (Eigen::Index j = 0; j < count; ++j) b.e(Eigen::Index(labels.coeff(j0 + j)), j) = e_y(j);
+    const typename Block::Row s0 = b.sums();
+    const Acc log_c = std::log(Acc(x.rows()));
+    auto exact = [&](Eigen::Index j) { return !std::isfinite(finite(j)); };
+    auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, x, labels, col, f, grad); };
+    auto close = [&](Eigen::Index j, Scalar f, auto&& grad) {
+      if constexpr (detail::wants_grad<decltype(grad)>)
+        Col::raw_gradient(grad, Eigen::Index(labels.coeff(j0 + j)), Acc(s0(j)), f);
+      (void)f;
+      return Col::value(zmax(j), lambda, Acc(s0(j)), log_c);
+    };
+    return b.template close_columns<Acc>(j0, s, factor, exact, by_column, close);
+  }
+
+  template <class X, class L>
+  auto column_of(const X& x, const L& labels, Eigen::Index j) const {
+    const auto sc = x.col(j);
+    return detail::ldr::Column<Scalar, decltype(sc)>(sc, Eigen::Index(labels.coeff(j)), margin, logit_scaling, false);
   }
 };
 

@@ -184,6 +184,93 @@ Part weighted_column_sum(Eigen::Index n, Eigen::Index work, const W& s, Scalar f
   });
 }
 
+/// Elements in one block of whole columns (see ColumnLoss::kBlockRows).
+constexpr Eigen::Index kColumnBlockElements = 2048;
+
+/// Columns [j0, j0 + count) of a contiguous C×N input, for a family's
+/// `columns` kernel: the input block `x`, and `e`, the same block of the
+/// gradient (or of a stack buffer when there is none), for the
+/// exponentials. Built in place (e may point into the object).
+template <class Scalar, class G>
+class ColumnBlock {
+  Eigen::Array<Scalar, wants_grad<G> ? 1 : kColumnBlockElements, 1> scratch_;  // before e, which may point here
+
+ public:
+  using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Row = Eigen::Array<Scalar, 1, Eigen::Dynamic, Eigen::RowMajor, 1, kColumnBlockElements>;
+
+  template <class X>
+  ColumnBlock(const X& x_all, G& g, Eigen::Index j0, Eigen::Index count)
+      : x(x_all.data() + x_all.rows() * j0, x_all.rows(), count), e(e_data(g, x_all.rows() * j0), x_all.rows(), count) {}
+  ColumnBlock(const ColumnBlock&) = delete;
+  ColumnBlock& operator=(const ColumnBlock&) = delete;
+
+  const Eigen::Map<const Mat> x;
+  Eigen::Map<Mat> e;
+
+  /// The column maxima of x.
+  Row column_max() const { return x.array().colwise().maxCoeff(); }
+
+  /// e = exp(scale·(x − shift_j)) in one pass over the block, the exponent
+  /// clamped at 0 when kClamp (for a shift that is the maximum only up to
+  /// rounding).
+  template <bool kClamp = false>
+  void exp(const Row& shift, Scalar scale) {
+    if constexpr (kClamp)
+      e.array() = (x.array().rowwise() - shift).min(Scalar(0)) * scale;
+    else
+      e.array() = (x.array().rowwise() - shift) * scale;
+    Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>> flat(e.data(), e.size());
+    flat = flat.exp();
+  }
+
+  /// Σ_k e_kj of every column.
+  Row sums() const { return e.array().colwise().sum(); }
+
+  /// The closing loop of a family's `columns`, Σ_j s_j·ℓ_j over the block
+  /// (block column j is batch column j0 + j): a column of weight 0 is zeroed
+  /// and skipped; one that exact(j) names (a non-finite one, say) goes
+  /// through the family's column kernel, column(j0 + j, f, grad); the others
+  /// through close(j, f, grad). f = factor·s_j, grad = e.col(j) or NoGrad.
+  template <class Part, class W, class Exact, class Column, class Close>
+  Part close_columns(Eigen::Index j0, const W& s, Scalar factor, Exact&& exact, Column&& column, Close&& close) {
+    Part total{};
+    for (Eigen::Index j = 0; j < e.cols(); ++j) {
+      const Scalar sj = sample_weight_at<Scalar>(s, j0 + j);
+      if (sj == Scalar(0)) {
+        if constexpr (wants_grad<G>) e.col(j).setZero();
+        continue;
+      }
+      const Scalar f = factor * sj;
+      auto run = [&](auto&& grad) -> Part {
+        if (exact(j)) return column(j0 + j, f, grad);
+        return close(j, f, grad);
+      };
+      Part part;
+      if constexpr (wants_grad<G>)
+        part = run(e.col(j));
+      else
+        part = run(NoGrad{});
+      if constexpr (is_weighted<W>)
+        total += part_scaled(part, acc_t<Scalar>(sj));
+      else
+        total += part;
+    }
+    return total;
+  }
+
+ private:
+  Scalar* e_data(G& g, Eigen::Index offset) {
+    if constexpr (wants_grad<G>) {
+      return g.data() + offset;
+    } else {
+      (void)g;
+      (void)offset;
+      return scratch_.data();
+    }
+  }
+};
+
 template <class Derived, class Scalar_>
 class ColumnLoss {
  public:
@@ -332,7 +419,10 @@ class ColumnLoss {
         return out;
       }
     }
-    if constexpr (Derived::kBlockRows > 0 && is_contiguous<X>() && is_contiguous<std::decay_t<decltype(g)>>()) {
+    // (Integer labels are read by coefficient; other targets must be contiguous too.)
+    if constexpr (Derived::kBlockRows > 0 && is_contiguous<X>() &&
+                  (is_contiguous<T>() || std::is_integral<typename T::Scalar>::value) &&
+                  is_contiguous<std::decay_t<decltype(g)>>()) {
       if (x.rows() <= Derived::kBlockRows && self().blocked(context)) {
         out.sum = run_blocks(context, x, t, s, g, factor);
         return out;
@@ -349,18 +439,12 @@ class ColumnLoss {
 
   static constexpr Eigen::Index kFlatChunk = 1024;
 
- protected:
-  /// Elements in one block of whole columns (see kBlockRows); the family's
-  /// `columns` may keep one such block on its stack.
-  static constexpr Eigen::Index kBlockElements = 2048;
-
- private:
-  // Blocks of kBlockElements / rows whole columns, in parallel over blocks.
+  // Blocks of kColumnBlockElements / rows whole columns, in parallel over blocks.
   template <class C, class X, class T, class W, class G>
   auto run_blocks(const C& context, const X& x, const T& t, const W& s, G& g, Scalar factor) const {
     using DPart = typename Derived::Part;
     const Eigen::Index n = x.cols(), rows = std::max<Eigen::Index>(x.rows(), 1);
-    const Eigen::Index per = std::max<Eigen::Index>(1, kBlockElements / rows), blocks = (n + per - 1) / per;
+    const Eigen::Index per = std::max<Eigen::Index>(1, kColumnBlockElements / rows), blocks = (n + per - 1) / per;
     return column_sum<DPart>(blocks, per * rows, [&](Eigen::Index b) {
       const Eigen::Index j0 = b * per;
       return self().columns(context, x, t, j0, std::min(per, n - j0), s, factor, g);
