@@ -243,6 +243,18 @@ struct CrossEntropyLabels : Calls {
   }
 };
 
+/// Labels without smoothing: the block path for a few classes (a plain
+/// Matrix runs it, the views of the expression check run column by column).
+struct CrossEntropyLabelsUnsmoothed : CrossEntropyLabels {
+  static constexpr const char* kName = "CrossEntropy (labels, no smoothing)";
+  template <class S>
+  static Loss<S> make() {
+    Loss<S> l = CrossEntropyLabels::make<S>();
+    l.label_smoothing = S(0);
+    return l;
+  }
+};
+
 /// Probability targets (columns of a softmax), label smoothing, z_penalty.
 struct CrossEntropyProbabilities : Calls {
   static constexpr const char* kName = "CrossEntropy (probabilities)";
@@ -647,8 +659,8 @@ struct FactoredOutputLayer : LabelCalls {
 // 6 cases a TU keeps every TU under 6 GB also in the ASan build (with -g, UBSan),
 // where the 11 losses in one TU needed more.
 #define LOSSKIT_CONTRACT_LOSSES_CE                                                                \
-  lkcontract::MSESum, lkcontract::CrossEntropyLabels, lkcontract::CrossEntropyProbabilities, \
-      lkcontract::BCEPosWeight, lkcontract::BCEElementWeight
+  lkcontract::MSESum, lkcontract::CrossEntropyLabels, lkcontract::CrossEntropyLabelsUnsmoothed,   \
+      lkcontract::CrossEntropyProbabilities, lkcontract::BCEPosWeight, lkcontract::BCEElementWeight
 #define LOSSKIT_CONTRACT_LOSSES_MARGIN                                                                  \
   lkcontract::CompSum, lkcontract::SmoothAdversarialCompSum, lkcontract::LDRKL, lkcontract::LDRKLSoftplus, \
       lkcontract::ALDRKL, lkcontract::ZLoss

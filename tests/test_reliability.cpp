@@ -475,6 +475,73 @@ TEST_CASE("Non-finite inputs never throw and give the documented results", "[rel
   CHECK(layer.weights() == w0);
 }
 
+/// A contiguous batch with few rows runs in blocks of whole columns
+/// (ColumnLoss::kBlockRows); the same batch seen through a Block view runs
+/// column by column, the path the other tests check against closed forms.
+/// The two must agree to round-off, non-finite columns (which the block
+/// kernels hand back to the column kernel) included, across several blocks,
+/// with and without sample weights (0 included), in value and gradient.
+template <class Loss, class T>
+void check_blocks_match_columns(const Loss& loss, const M& x, const T& t) {
+  const Index rows = x.rows(), n = x.cols();
+  M padded(rows + 1, n);
+  padded.topRows(rows) = x;
+  padded.row(rows).setZero();
+  Eigen::VectorXd s = lktest::uniform(n, 1, 0.0, 2.0);
+  s(1) = 0;
+  M g_block(rows, n), g_column(rows, n);
+  const double v_block = loss.value_and_gradient(x, t, s, g_block);
+  const double v_column = loss.value_and_gradient(padded.topRows(rows), t, s, g_column);
+  auto agree = [](double a, double b) {
+    return (std::isnan(a) && std::isnan(b)) || a == b || lktest::rel_err(a, b) < 1e-13;
+  };
+  CHECK(agree(v_block, v_column));
+  CHECK(agree(loss(x, t), loss(padded.topRows(rows), t)));
+  CHECK((g_block.array().isNaN() == g_column.array().isNaN()).all());
+  const M finite_block = g_block.array().isFinite().select(g_block, 0);
+  const M finite_column = g_column.array().isFinite().select(g_column, 0);
+  CHECK((g_block.array().isFinite() == g_column.array().isFinite()).all());
+  // Relative to 1e-3: entries far below the largest (|∂| <= 1/N) carry absolute round-off.
+  CHECK(lktest::max_rel_err(finite_block, finite_column, 1e-3 / double(n)) < 1e-12);
+}
+
+TEST_CASE("Blocks of columns for a few classes agree with the column kernel", "[reliability][blocks]") {
+  const Index n = 1500;  // several blocks of 2048 elements for every row count below
+  for (const Index c : {Index(1), Index(3), Index(10), Index(128)}) {
+    CAPTURE(c);
+    for (const bool non_finite : {false, true}) {
+      CAPTURE(non_finite);
+      M x = lktest::normal(c, n, 3.0);
+      VI y = lktest::labels(n, int(c));
+      if (non_finite) {
+        x(0, 3) = -kInf;
+        x(c - 1, 4) = kNaN;
+        x(0, 5) = kInf;
+        x(y(6), 6) = -kInf;
+      }
+      losskit::CrossEntropy<double> ce;
+      ce.class_weights = lktest::uniform(c, 1, 0.5, 2.0);
+      ce.z_penalty = 1e-3;
+      ce.ignore_index = -7;
+      y(8) = -7;
+      check_blocks_match_columns(ce, x, y);
+      y(8) = 0;
+      for (const double tau : {0.0, 0.5, 1.0, 1.7}) check_blocks_match_columns(losskit::CompSum<double>(tau), x, y);
+      losskit::LDRKL<double> ldr;
+      for (const double lambda : {1e-3, 0.5, 4.0}) {
+        ldr.lambda = lambda;
+        check_blocks_match_columns(ldr, x, y);
+      }
+      const M t = lktest::uniform(c, n);
+      losskit::BinaryCrossEntropyWithLogits<double> bce;
+      bce.pos_weight = lktest::uniform(c, 1, 0.5, 3.0);
+      check_blocks_match_columns(bce, x, t);
+      bce.weight = lktest::uniform(c, n, 0.0, 2.0);
+      check_blocks_match_columns(bce, x, t);
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------- 3. stress
 
 namespace {
