@@ -9,7 +9,7 @@ set -eu
 # zlib, Open MPI: the examples that read the shipped data sets and the
 # data-parallel example (skipped with a message when missing); pkgconf
 # (pkg-config): the test that consumes the installed losskit.pc.
-pkgs="g++ cmake make pkgconf libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenmpi-dev openmpi-bin bible-kjv-text bible-kjv"
+pkgs="g++ cmake make pkgconf python3 libeigen3-dev catch2 libbenchmark-dev zlib1g-dev libopenmpi-dev openmpi-bin bible-kjv-text bible-kjv"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
