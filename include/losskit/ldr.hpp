@@ -469,7 +469,7 @@ class Column {
     if (y_ >= start && y_ < start + len) w(y_ - start) = -zmax_;
   }
 
-  const Col s_;  // a view (Block) of the logits column, held by value
+  const Col& s_;
   Eigen::Index y_, c_;
   LogitScaling scaling_;
   Acc log_c_ = 0;
@@ -699,7 +699,10 @@ class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
 
   template <class X, class L, class G>
   Acc column(Context, const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
-    return detail::ldr::fixed_lambda(column_of(logits, labels, j), lambda, factor, grad);
+    const auto sc = logits.col(j);
+    const detail::ldr::Column<Scalar, decltype(sc)> col(sc, Eigen::Index(labels.coeff(j)), margin, logit_scaling,
+                                                        false);
+    return detail::ldr::fixed_lambda(col, lambda, factor, grad);
   }
 
   static constexpr Eigen::Index kBlockRows = 128;
@@ -717,15 +720,15 @@ class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
     using Block = detail::ColumnBlock<Scalar, G>;
     using Col = detail::ldr::Column<Scalar, decltype(x.col(0))>;
     Block b(x, g, j0, count);
-    const typename Block::Row finite = b.x.array().colwise().sum();
+    const typename Block::Row x_sums = b.x.array().colwise().sum();  // non-finite iff a logit is
     b.e = b.x;
     for (Eigen::Index j = 0; j < count; ++j) b.e(Eigen::Index(labels.coeff(j0 + j)), j) = -Col::kInf;
     const typename Block::Row hi = b.e.array().colwise().maxCoeff();
     typename Block::Row shift(count), zmax(count);
     for (Eigen::Index j = 0; j < count; ++j) {
       const auto p = Col::peak(hi(j), b.x(Eigen::Index(labels.coeff(j0 + j)), j), margin, true);
-      zmax(j) = p.zmax;
-      shift(j) = x.rows() > 1 ? p.shift : b.x(0, j) - margin;
+      zmax(j) = p.zmax;  // (C = 1: hi = −inf, so zmax = 0 and shift = f_y − margin, as Column has)
+      shift(j) = p.shift;
     }
     const Scalar inv = Scalar(1) / lambda;
     b.template exp<true>(shift, inv);
@@ -733,7 +736,7 @@ class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
     for (Eigen::Index j = 0; j < count; ++j) b.e(Eigen::Index(labels.coeff(j0 + j)), j) = e_y(j);
     const typename Block::Row s0 = b.sums();
     const Acc log_c = std::log(Acc(x.rows()));
-    auto exact = [&](Eigen::Index j) { return !std::isfinite(finite(j)); };
+    auto exact = [&](Eigen::Index j) { return !std::isfinite(x_sums(j)); };
     auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, x, labels, col, f, grad); };
     auto close = [&](Eigen::Index j, Scalar f, auto&& grad) {
       if constexpr (detail::wants_grad<decltype(grad)>)
@@ -742,12 +745,6 @@ class LDRKL : public detail::ColumnLoss<LDRKL<Scalar_>, Scalar_> {
       return Col::value(zmax(j), lambda, Acc(s0(j)), log_c);
     };
     return b.template close_columns<Acc>(j0, s, factor, exact, by_column, close);
-  }
-
-  template <class X, class L>
-  auto column_of(const X& x, const L& labels, Eigen::Index j) const {
-    const auto sc = x.col(j);
-    return detail::ldr::Column<Scalar, decltype(sc)>(sc, Eigen::Index(labels.coeff(j)), margin, logit_scaling, false);
   }
 };
 

@@ -165,23 +165,28 @@ decltype(auto) prepare_grad(const char* loss, const char* arg, const G& grad, Ei
     return NoGrad{};
 }
 
-/// Σ_j s_j·column(j, factor·s_j) over n columns in parallel (s_j = 1
-/// without weights, and column(j, factor) is summed as it is). A column of
-/// weight 0 is not evaluated: skip(j) zeroes its gradient columns instead.
+/// s_j·column(j, factor·s_j) for one column (s_j = 1 without weights, and
+/// column(j, factor) is taken as it is). A column of weight 0 is not
+/// evaluated: skip(j) zeroes its gradient columns instead. The one home of
+/// these rules, for the column loop and for blocks of columns.
+template <class Part, class Scalar, class W, class F, class Skip>
+Part weighted_part(const W& s, Eigen::Index j, Scalar factor, F&& column, Skip&& skip) {
+  if constexpr (is_weighted<W>) {
+    const Scalar sj = s.coeff(j);
+    if (sj == Scalar(0)) {
+      skip(j);
+      return Part{};
+    }
+    return part_scaled(Part(column(j, factor * sj)), acc_t<Scalar>(sj));
+  } else {
+    return Part(column(j, factor));
+  }
+}
+
+/// Σ_j weighted_part(j) over n columns in parallel.
 template <class Part, class Scalar, class W, class F, class Skip>
 Part weighted_column_sum(Eigen::Index n, Eigen::Index work, const W& s, Scalar factor, F&& column, Skip&& skip) {
-  return column_sum<Part>(n, work, [&](Eigen::Index j) {
-    if constexpr (is_weighted<W>) {
-      const Scalar sj = s.coeff(j);
-      if (sj == Scalar(0)) {
-        skip(j);
-        return Part{};
-      }
-      return part_scaled(Part(column(j, factor * sj)), acc_t<Scalar>(sj));
-    } else {
-      return Part(column(j, factor));
-    }
-  });
+  return column_sum<Part>(n, work, [&](Eigen::Index j) { return weighted_part<Part>(s, j, factor, column, skip); });
 }
 
 /// Elements in one block of whole columns (see ColumnLoss::kBlockRows).
@@ -234,28 +239,22 @@ class ColumnBlock {
   /// through close(j, f, grad). f = factor·s_j, grad = e.col(j) or NoGrad.
   template <class Part, class W, class Exact, class Column, class Close>
   Part close_columns(Eigen::Index j0, const W& s, Scalar factor, Exact&& exact, Column&& column, Close&& close) {
-    Part total{};
-    for (Eigen::Index j = 0; j < e.cols(); ++j) {
-      const Scalar sj = sample_weight_at<Scalar>(s, j0 + j);
-      if (sj == Scalar(0)) {
-        if constexpr (wants_grad<G>) e.col(j).setZero();
-        continue;
-      }
-      const Scalar f = factor * sj;
+    auto one = [&](Eigen::Index col, Scalar f) -> Part {
+      const Eigen::Index j = col - j0;
       auto run = [&](auto&& grad) -> Part {
-        if (exact(j)) return column(j0 + j, f, grad);
+        if (exact(j)) return column(col, f, grad);
         return close(j, f, grad);
       };
-      Part part;
       if constexpr (wants_grad<G>)
-        part = run(e.col(j));
+        return run(e.col(j));
       else
-        part = run(NoGrad{});
-      if constexpr (is_weighted<W>)
-        total += part_scaled(part, acc_t<Scalar>(sj));
-      else
-        total += part;
-    }
+        return run(NoGrad{});
+    };
+    auto skip = [&](Eigen::Index col) {
+      if constexpr (wants_grad<G>) e.col(col - j0).setZero();
+    };
+    Part total{};
+    for (Eigen::Index j = 0; j < e.cols(); ++j) total += weighted_part<Part>(s, j0 + j, factor, one, skip);
     return total;
   }
 
