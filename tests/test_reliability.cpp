@@ -532,6 +532,18 @@ TEST_CASE("Blocks of columns for a few classes agree with the column kernel", "[
         ldr.lambda = lambda;
         check_blocks_match_columns(ldr, x, y);
       }
+      // ALDRKL: λ0 = 10 and 1 are mostly the solver's concave case (the
+      // block's Newton passes), λ0 = 0.1 mostly branch and bound (handed to
+      // the column kernel); with margin 0 a constant column is its flat case.
+      losskit::ALDRKL<double> aldr;
+      for (const double lambda0 : {10.0, 1.0, 0.1}) {
+        aldr.lambda0 = lambda0;
+        check_blocks_match_columns(aldr, x, y);
+      }
+      aldr.margin = 0;
+      M flat = x;
+      flat.col(9).setConstant(0.25);
+      check_blocks_match_columns(aldr, flat, y);
       const M t = lktest::uniform(c, n);
       losskit::BinaryCrossEntropyWithLogits<double> bce;
       bce.pos_weight = lktest::uniform(c, 1, 0.5, 3.0);

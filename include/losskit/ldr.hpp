@@ -500,41 +500,92 @@ acc_t<Scalar> fixed_lambda_close(const Column<Scalar, Col>& col, Scalar lambda, 
   return Column<Scalar, Col>::value(col.zmax(), lambda, s0, col.log_classes());
 }
 
-/// Solves max_{λ ∈ [λ0(1 − 1/α), λ0]} g(λ) for one column (see ALDRKL).
-template <class Scalar, class Col, class E>
-class AdaptiveSolver {
- public:
+/// ALDR-KL's objective at one λ, and the safeguarded Newton step on
+/// φ = T − λ: the one home of both, for AdaptiveSolver and for ALDRKL's
+/// blocks of columns (which run the concave case for many columns at once).
+template <class Scalar>
+struct Objective {
   using Acc = acc_t<Scalar>;
-  static constexpr int kMaxEvaluations = 64;
   static constexpr int kMaxNewton = 40;
 
   struct Point {
     Acc lam, g, phi, var;  // λ, g(λ), T(λ) − λ, Var_{softmax(z/λ)}(z)
   };
+  /// How a column is solved: g flat in λ's sense (KL ≡ 0: all z equal or
+  /// C = 1, so T ≡ λ0 and λ* = λ0), concave on I (Popoviciu), or neither.
+  enum class Shape { Flat, Concave, General };
+
+  Objective(Scalar lambda0_, Scalar alpha, Acc log_classes)
+      : lambda0(lambda0_), log_c(log_classes), a(Acc(alpha) * log_classes / Acc(lambda0_)),
+        lo(Acc(lambda0_) * (Acc(1) - Acc(1) / Acc(alpha))),
+        tol_lam(16 * Acc(std::numeric_limits<Scalar>::epsilon()) * Acc(lambda0_)) {}
+
+  Scalar lambda0;
+  Acc log_c, a, lo, tol_lam;
+
+  Shape shape(Scalar range_s, Eigen::Index classes) const {
+    const Acc range = Acc(range_s);
+    if (!(range > 0) || classes == 1) return Shape::Flat;
+    return range * range / 4 <= a * lo * lo * lo ? Shape::Concave : Shape::General;
+  }
+
+  /// The point at λ (as the exp pass used it, rounded to Scalar) from the
+  /// moments there; zmax is the column's max z.
+  Point at(Acc lam, const Moments<Acc>& m, Scalar zmax) const {
+    using std::log;
+    lam = Acc(Scalar(lam));
+    const Acc ls = log(m.s0), mean = m.s1 / m.s0;
+    const Acc var = std::max(m.s2 / m.s0 - mean * mean, Acc(0));
+    const Acc kl = std::min(std::max(log_c - ls + mean / lam, Acc(0)), log_c);
+    const Acc d = lam - Acc(lambda0);
+    return {lam, Acc(zmax) + lam * (ls - log_c) - a / 2 * d * d, Acc(lambda0) - kl / a - lam, var};
+  }
+
+  /// One Newton step from p inside the bracket [l, r] (φ(l) ≥ 0 ≥ φ(r)),
+  /// which p narrows: the next λ to evaluate, or NaN when p is the answer
+  /// (φ = 0, or the step or the bracket below tol_lam). Bisects when the
+  /// step leaves the bracket.
+  Acc newton_step(const Point& p, Acc& l, Acc& r) const {
+    const Acc stop = std::numeric_limits<Acc>::quiet_NaN();
+    if (p.phi > 0)
+      l = p.lam;
+    else if (p.phi < 0)
+      r = p.lam;
+    else
+      return stop;
+    const Acc slope = p.var / (a * p.lam * p.lam * p.lam) - 1;  // φ'(λ)
+    Acc next = slope < 0 ? p.lam - p.phi / slope : l - 1;
+    if (!(next > l && next < r)) next = (l + r) / 2;
+    if (!(std::abs(next - p.lam) > tol_lam) || !(r - l > tol_lam)) return stop;
+    return next;
+  }
+};
+
+/// Solves max_{λ ∈ [λ0(1 − 1/α), λ0]} g(λ) for one column (see ALDRKL).
+template <class Scalar, class Col, class E>
+class AdaptiveSolver {
+ public:
+  using Acc = acc_t<Scalar>;
+  using Obj = Objective<Scalar>;
+  using Point = typename Obj::Point;
+  static constexpr int kMaxEvaluations = 64;
+
   struct Result {
     Acc lambda, value, s0;
   };
 
   AdaptiveSolver(const Column<Scalar, Col>& col, Scalar lambda0, Scalar alpha, E& e_out)
-      : col_(col), e_(e_out), lambda0_(lambda0), log_c_(col.log_classes()) {
-    a_ = Acc(alpha) * log_c_ / Acc(lambda0);
-    lo_ = Acc(lambda0) * (Acc(1) - Acc(1) / Acc(alpha));
+      : col_(col), e_(e_out), obj_(lambda0, alpha, col.log_classes()) {
     const Acc eps = Acc(std::numeric_limits<Scalar>::epsilon());
-    const Acc range = Acc(col.range());
-    tol_lam_ = 16 * eps * Acc(lambda0);
-    tol_g_ = 16 * eps * (std::abs(Acc(col.zmax())) + range + Acc(lambda0) * log_c_);
+    tol_g_ = 16 * eps * (std::abs(Acc(col.zmax())) + Acc(col.range()) + Acc(lambda0) * obj_.log_c);
   }
 
   Result solve() {
-    const Acc hi = Acc(lambda0_), range = Acc(col_.range());
     Point best;
-    if (!(range > 0) || col_.classes() == 1) {
-      // KL ≡ 0 (all z equal or C = 1): T ≡ λ0.
-      best = evaluate(hi);
-    } else if (range * range / 4 <= a_ * lo_ * lo_ * lo_) {
-      best = newton(lo_, hi, hi, nullptr);
-    } else {
-      best = branch_and_bound();
+    switch (obj_.shape(col_.range(), col_.classes())) {
+      case Obj::Shape::Flat: best = evaluate(Acc(obj_.lambda0)); break;
+      case Obj::Shape::Concave: best = newton(obj_.lo, Acc(obj_.lambda0), Acc(obj_.lambda0), nullptr); break;
+      default: best = branch_and_bound();
     }
     if (best.lam != last_lam_) evaluate(best.lam);  // leaves e of λ* in the gradient column
     return {best.lam, best.g, last_s0_};
@@ -542,20 +593,10 @@ class AdaptiveSolver {
 
  private:
   Point evaluate(Acc lam) {
-    using std::log;
     ++evaluations_;
     const Moments<Acc> m = col_.template moments<true>(Scalar(lam), e_);
-    // The Scalar-rounded λ is the one the exp pass used: keep it exact.
-    lam = Acc(Scalar(lam));
-    const Acc ls = log(m.s0), mean = m.s1 / m.s0;
-    const Acc var = std::max(m.s2 / m.s0 - mean * mean, Acc(0));
-    const Acc kl = std::min(std::max(log_c_ - ls + mean / lam, Acc(0)), log_c_);
-    Point p;
-    p.lam = lam;
-    p.g = Acc(col_.zmax()) + lam * (ls - log_c_) - a_ / 2 * (lam - Acc(lambda0_)) * (lam - Acc(lambda0_));
-    p.phi = Acc(lambda0_) - kl / a_ - lam;
-    p.var = var;
-    last_lam_ = lam;
+    const Point p = obj_.at(lam, m, col_.zmax());
+    last_lam_ = p.lam;
     last_s0_ = m.s0;
     return p;
   }
@@ -565,17 +606,9 @@ class AdaptiveSolver {
   /// evaluated, a down-crossing of φ (a local maximum of g) to tolerance.
   Point newton(Acc l, Acc r, Acc x, const Point* at_x) {
     Point p = at_x ? *at_x : evaluate(x);
-    for (int it = 0; it < kMaxNewton; ++it) {
-      if (p.phi > 0)
-        l = p.lam;
-      else if (p.phi < 0)
-        r = p.lam;
-      else
-        return p;
-      const Acc slope = p.var / (a_ * p.lam * p.lam * p.lam) - 1;  // φ'(λ)
-      Acc next = slope < 0 ? p.lam - p.phi / slope : l - 1;
-      if (!(next > l && next < r)) next = (l + r) / 2;
-      if (!(std::abs(next - p.lam) > tol_lam_) || !(r - l > tol_lam_) || evaluations_ >= kMaxEvaluations) return p;
+    for (int it = 0; it < Obj::kMaxNewton; ++it) {
+      const Acc next = obj_.newton_step(p, l, r);
+      if (std::isnan(next) || evaluations_ >= kMaxEvaluations) return p;
       p = evaluate(next);
     }
     return p;
@@ -590,7 +623,7 @@ class AdaptiveSolver {
     const Acc spread = range * (1 / u.lam - 1 / v.lam);
     Acc var = range * range / 4;
     if (spread < 50) var = std::min(var, exp(spread) * std::min(u.var, v.var));
-    return var / (u.lam * u.lam * u.lam) - a_;
+    return var / (u.lam * u.lam * u.lam) - obj_.a;
   }
 
   // Upper bound of g on [u, v] from g' = a(T − λ) with T non-decreasing
@@ -598,9 +631,9 @@ class AdaptiveSolver {
   Acc upper_bound(const Point& u, const Point& v, Acc m) const {
     const Acc w = v.lam - u.lam, tu = u.phi + u.lam, tv = v.phi + v.lam;
     const Acc xl = std::min(std::max(tv, u.lam), v.lam), xr = std::min(std::max(tu, u.lam), v.lam);
-    Acc ub = std::min(u.g + a_ * (xl - u.lam) * (tv - (xl + u.lam) / 2),
-                      v.g + a_ * (v.lam - xr) * ((v.lam + xr) / 2 - tu));
-    const Acc du = a_ * u.phi, dv = a_ * v.phi;  // g'(u), g'(v)
+    Acc ub = std::min(u.g + obj_.a * (xl - u.lam) * (tv - (xl + u.lam) / 2),
+                      v.g + obj_.a * (v.lam - xr) * ((v.lam + xr) / 2 - tu));
+    const Acc du = obj_.a * u.phi, dv = obj_.a * v.phi;  // g'(u), g'(v)
     if (m < 0) {
       const Acc tu_peak = du > 0 ? std::min(du / -m, w) : Acc(0);
       const Acc tv_peak = dv < 0 ? std::min(-dv / -m, w) : Acc(0);
@@ -619,13 +652,13 @@ class AdaptiveSolver {
     };
     std::array<Node, 2 * kMaxEvaluations + 2> stack;
     int top = 0;
-    const Point lo = evaluate(lo_), hi = evaluate(Acc(lambda0_));
+    const Point lo = evaluate(obj_.lo), hi = evaluate(Acc(obj_.lambda0));
     Point best = lo.g >= hi.g ? lo : hi;
     stack[top++] = {lo, hi};
     while (top > 0) {
       const Node node = stack[--top];
       const Point &u = node.u, &v = node.v;
-      if (!(v.lam - u.lam > tol_lam_)) continue;
+      if (!(v.lam - u.lam > obj_.tol_lam)) continue;
       const Acc m = curvature_bound(u, v);
       const Acc ub = upper_bound(u, v, m);
       if (!(ub > best.g + tol_g_)) {
@@ -656,8 +689,8 @@ class AdaptiveSolver {
 
   const Column<Scalar, Col>& col_;
   E& e_;
-  Scalar lambda0_;
-  Acc log_c_, a_ = 0, lo_ = 0, tol_lam_ = 0, tol_g_ = 0;
+  Obj obj_;
+  Acc tol_g_ = 0;
   Acc last_lam_ = std::numeric_limits<Acc>::quiet_NaN(), last_s0_ = 1;
   int evaluations_ = 0;
 };
@@ -851,7 +884,9 @@ class ALDRKL : public detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_> {
   using Acc = detail::acc_t<Scalar>;
   static constexpr const char* kName = "ALDRKL";
 
-  struct Context {};
+  struct Context {
+    bool raw;  ///< no logit scaling
+  };
 
   template <class X, class L>
   Context prepare(const X& logits, const L& labels) const {
@@ -859,12 +894,114 @@ class ALDRKL : public detail::ColumnLoss<ALDRKL<Scalar_>, Scalar_> {
     if (!(alpha > Scalar(1)) || !std::isfinite(static_cast<double>(alpha)))
       detail::fail(kName, "alpha", "must be finite and > 1 (else λ's range reaches 0), got ", alpha);
     detail::ldr::check_inputs(kName, margin, logit_scaling, logits, labels);
-    return {};
+    return {logit_scaling == LogitScaling::None};
   }
 
   template <class X, class L, class G>
   Acc column(Context, const X& logits, const L& labels, Eigen::Index j, Scalar factor, G&& grad) const {
     return solve(logits, labels, j, factor, grad).value;
+  }
+
+  static constexpr Eigen::Index kBlockRows = 128;
+  static bool blocked(Context ctx) { return ctx.raw; }
+
+  // One column's state in a block: the Newton bracket, g and S0 at its last
+  // λ, and whether it still steps (or goes through column() instead).
+  struct BlockColumn {
+    Acc l, r, g, s0;
+    bool stepping, flat, exact;
+  };
+
+  // Columns [j0, j0 + count) of contiguous logits without scaling (small C):
+  // the solver's Flat and Concave cases (the usual ones) for the whole block
+  // at once. Each pass is one exp over the block at every column's current
+  // λ, the moments S0, S1, S2 as column sums, then each stepping column's
+  // Newton step (Objective, the solver's own); a column that has stopped
+  // keeps its λ, so later passes give it the same e. Columns of General
+  // shape or with a non-finite logit go through column().
+  template <class X, class L, class W, class G>
+  Acc columns(Context ctx, const X& x, const L& labels, Eigen::Index j0, Eigen::Index count, const W& s,
+              Scalar factor, G& g) const {
+    using Block = detail::ColumnBlock<Scalar, G>;
+    using Row = typename Block::Row;
+    using Col = detail::ldr::Column<Scalar, decltype(x.col(0))>;
+    const detail::ldr::Objective<Scalar> obj(lambda0, alpha, std::log(Acc(x.rows())));
+    Block b(x, g, j0, count);
+    auto label = [&](Eigen::Index j) { return Eigen::Index(labels.coeff(j0 + j)); };
+    Row zmax(count), shift(count);
+    Eigen::Array<Scalar, detail::kColumnBlockElements, 1> w_store;
+    Eigen::Map<typename Block::Mat> w(w_store.data(), x.rows(), count);
+    std::array<BlockColumn, detail::kColumnBlockElements> cols;
+    const int stepping = block_start(obj, b, label, zmax, shift, w, cols);
+    block_newton(obj, b, label, zmax, shift, w.array(), cols, stepping);
+    auto exact = [&](Eigen::Index j) { return cols[std::size_t(j)].exact; };
+    auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, x, labels, col, f, grad); };
+    auto close = [&](Eigen::Index j, Scalar f, auto&& grad) {
+      if constexpr (detail::wants_grad<decltype(grad)>) Col::raw_gradient(grad, label(j), cols[std::size_t(j)].s0, f);
+      (void)f;
+      return cols[std::size_t(j)].g;
+    };
+    return b.template close_columns<Acc>(j0, s, factor, exact, by_column, close);
+  }
+
+  // Per column of the block: max z and the exponent shift (Column::peak),
+  // the range max z − min z and from it the shape, w = x − shift with the
+  // label's entry −max z (Column's moments: z_y = 0), the initial bracket.
+  // Returns the number of stepping columns.
+  template <class Obj, class Block, class Label, class Row, class Wm, class Cols>
+  int block_start(const Obj& obj, Block& b, Label&& label, Row& zmax, Row& shift, Wm& w, Cols& cols) const {
+    using Col = detail::ldr::Column<Scalar, decltype(b.x.col(0))>;
+    const Eigen::Index count = b.x.cols();
+    const Row x_sums = b.x.array().colwise().sum();  // non-finite iff a logit is
+    b.e = b.x;
+    for (Eigen::Index j = 0; j < count; ++j) b.e(label(j), j) = -Col::kInf;
+    const Row hi = b.e.array().colwise().maxCoeff();
+    for (Eigen::Index j = 0; j < count; ++j) b.e(label(j), j) = Col::kInf;
+    const Row lo = b.e.array().colwise().minCoeff();  // (+inf at C = 1, so min z = 0 as Column has)
+    int stepping = 0;
+    for (Eigen::Index j = 0; j < count; ++j) {
+      const Scalar f_y = b.x(label(j), j);
+      const auto p = Col::peak(hi(j), f_y, margin, true);
+      zmax(j) = p.zmax;
+      shift(j) = p.shift;
+      const Scalar range = p.zmax - std::min(lo(j) + margin - f_y, Scalar(0));
+      const auto shape = obj.shape(range, b.x.rows());
+      const bool exact = !std::isfinite(x_sums(j)) || shape == Obj::Shape::General;
+      cols[std::size_t(j)] = {obj.lo, Acc(lambda0), 0, 1, !exact, shape == Obj::Shape::Flat, exact};
+      stepping += exact ? 0 : 1;
+    }
+    w.array() = (b.x.array().rowwise() - shift).max(Scalar(-Col::kBig));
+    for (Eigen::Index j = 0; j < count; ++j) w(label(j), j) = -zmax(j);
+    return stepping;
+  }
+
+  // The passes: every column starts at λ0 (the solver's Newton start; Flat
+  // columns stop after it) and takes at most Objective::kMaxNewton steps.
+  template <class Obj, class Block, class Label, class Row, class Wa, class Cols>
+  void block_newton(const Obj& obj, Block& b, Label&& label, const Row& zmax, const Row& shift, const Wa& w,
+                    Cols& cols, int stepping) const {
+    Row lam = Row::Constant(b.x.cols(), lambda0);
+    for (int pass = 0; stepping > 0; ++pass) {
+      const Row inv = lam.inverse();
+      b.exp_clamped(shift, inv);
+      const Row e_y = (-zmax * inv).exp();
+      for (Eigen::Index j = 0; j < b.x.cols(); ++j) b.e(label(j), j) = e_y(j);
+      const Row s0 = b.sums(), s1 = (b.e.array() * w).colwise().sum(), s2 = (b.e.array() * w.square()).colwise().sum();
+      for (Eigen::Index j = 0; j < b.x.cols(); ++j) {
+        BlockColumn& c = cols[std::size_t(j)];
+        if (!c.stepping) continue;
+        const auto p = obj.at(Acc(lam(j)), {Acc(s0(j)), Acc(s1(j)), Acc(s2(j))}, zmax(j));
+        c.g = p.g;
+        c.s0 = Acc(s0(j));
+        const Acc next = c.flat || pass == Obj::kMaxNewton ? Acc(NAN) : obj.newton_step(p, c.l, c.r);
+        if (std::isnan(next)) {
+          c.stepping = false;
+          --stepping;
+        } else {
+          lam(j) = Scalar(next);
+        }
+      }
+    }
   }
 
   // λ* and ψ of column j by the adaptive solver; unless grad is NoGrad,

@@ -225,8 +225,13 @@ class ColumnBlock {
       e.array() = (x.array().rowwise() - shift).min(Scalar(0)) * scale;
     else
       e.array() = (x.array().rowwise() - shift) * scale;
-    Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>> flat(e.data(), e.size());
-    flat = flat.exp();
+    exp_in_place();
+  }
+
+  /// The same with a scale per column, e = exp(scale_j·min(x − shift_j, 0)).
+  void exp_clamped(const Row& shift, const Row& scale) {
+    e.array() = (x.array().rowwise() - shift).min(Scalar(0)).rowwise() * scale;
+    exp_in_place();
   }
 
   /// Σ_k e_kj of every column.
@@ -259,6 +264,11 @@ class ColumnBlock {
   }
 
  private:
+  void exp_in_place() {
+    Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>> flat(e.data(), e.size());
+    flat = flat.exp();
+  }
+
   Scalar* e_data(G& g, Eigen::Index offset) {
     if constexpr (wants_grad<G>) {
       return g.data() + offset;
