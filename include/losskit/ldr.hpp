@@ -56,6 +56,10 @@
 ///   Scalar); values are compared to 16·ε·(|max z| + (max z − min z) + λ0·log C).
 ///   At most 64 evaluations (one exp pass over the column each) per sample;
 ///   typically 2–4 in the concave case. λ* per sample: lambda_star().
+///   Without logit scaling, C <= 128 on contiguous logits runs the concave
+///   (and flat) case for a block of whole columns at once: one exp pass over
+///   the block per Newton pass, the same steps per column (to round-off);
+///   other columns go through the per-column solver.
 ///
 /// Logit scaling, `logit_scaling` (LogitScaling, default None), the two
 /// options of the paper's official code (Optimization-AI/ICML2023_LDR,
