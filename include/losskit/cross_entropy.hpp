@@ -51,11 +51,12 @@
 /// Cost: the logits are read once per column (chunked online max, Milakov &
 /// Gimelshein 2018), one exp per element written into the gradient and
 /// rescaled in place; columns run in parallel under OpenMP; no allocation.
-/// With labels, no label smoothing, C <= 128 and contiguous logits and
-/// gradient (a plain Matrix or Map), blocks of whole columns (2048 logits)
-/// are processed at once instead: column maxima, one exp pass over the block,
-/// column sums, then the same closing formulas per column (same values to
-/// round-off; a column with a non-finite logit is done column-wise).
+/// With C <= 128 and contiguous logits, target and gradient (a plain Matrix
+/// or Map; integer labels may be any vector), blocks of whole columns (2048
+/// logits) are processed at once instead, with every option: column maxima,
+/// one exp pass over the block, column sums, then the same closing formulas
+/// per column (same values to round-off; a column with a non-finite logit is
+/// done column-wise).
 ///
 /// BinaryCrossEntropyWithLogits<S> — logits x and targets t in [0, 1] (D×N),
 /// optional pos_weight w_p (length D, or 1 to use one value for every output
@@ -279,9 +280,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
     Scalar keep, spread;  ///< 1 − ε and ε/C: q' = keep·q + spread
     Acc weight_total;     ///< Σ_k w_k (C without weights)
     Eigen::Index chunk;   ///< chunk length for a column of C logits
-    bool blocked;         ///< labels without smoothing: small C may run in blocks of columns
   };
-  static bool blocked(const Context& ctx) { return ctx.blocked; }
   static constexpr Eigen::Index kBlockRows = 128;
 
   template <class Totals>
@@ -350,8 +349,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
     Eigen::Index chunk = kChunk;
     if (C > kChunk * kMaxChunks) chunk = std::max(kChunk, ((C + kMaxChunks - 1) / kMaxChunks + 15) / 16 * 16);
     const Acc weight_total = class_weights.size() > 0 ? Acc(class_weights.sum()) : Acc(C);
-    return {Scalar(1) - label_smoothing, label_smoothing / Scalar(C), weight_total, chunk,
-            kLabels<T> && label_smoothing == Scalar(0)};
+    return {Scalar(1) - label_smoothing, label_smoothing / Scalar(C), weight_total, chunk};
   }
 
   /// n_j: w_{y_j} (0 if ignored) with labels, 1 with probabilities.
@@ -388,8 +386,17 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
 
   template <class C, class X, class T, class G>
   Part column(const C& ctx, const X& x, const T& target, Eigen::Index j, Scalar factor, G&& g) const {
-    const bool weighted = class_weights.size() > 0;
     const auto xc = x.matrix().col(j);
+    return with_mass(ctx, target, j, g, [&](const auto& u, const auto& label) {
+      return column_with(ctx, xc, u, label, factor, g);
+    });
+  }
+
+  /// Column j's target mass factor u and label (see Soft), handed to f(u,
+  /// label); an ignored label gets a zero gradient and no loss instead.
+  template <class T, class G, class F>
+  Part with_mass(const Context& ctx, const T& target, Eigen::Index j, G& g, F&& f) const {
+    const bool weighted = class_weights.size() > 0;
     if constexpr (kLabels<T>) {
       const long long l = static_cast<long long>(target.coeff(j));
       if (l == ignore_index) {
@@ -397,47 +404,51 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
         return {};
       }
       const Label label{static_cast<Eigen::Index>(l), weighted ? class_weights(Eigen::Index(l)) : Scalar(1)};
-      if (weighted) return column_with(ctx, xc, ClassWeights{class_weights}, label, factor, g);
-      return column_with(ctx, xc, Unit{}, label, factor, g);
+      if (weighted) return f(ClassWeights{class_weights}, label);
+      return f(Unit{}, label);
     } else {
       const auto qc = target.matrix().col(j);
       const Soft<decltype(qc)> soft{qc, ctx.keep, ctx.spread};
-      if (weighted) return column_with(ctx, xc, WeightedSoft<decltype(qc)>{class_weights, soft}, NoLabel{}, factor, g);
-      return column_with(ctx, xc, soft, NoLabel{}, factor, g);
+      if (weighted) return f(WeightedSoft<decltype(qc)>{class_weights, soft}, NoLabel{});
+      return f(soft, NoLabel{});
     }
   }
 
-  /// Columns [j0, j0 + count) of a contiguous batch with labels and no
-  /// smoothing (small C, see ColumnLoss::kBlockRows): the column maxima, then
+  /// What one read of a column gathers: the running max m, Σ exp(x − m),
+  /// Σ u, Σ u·(x − m), and the shift each chunk's exponentials were taken at.
+  struct Scan {
+    Scalar m = std::numeric_limits<Scalar>::lowest();
+    Acc sum_e = 0, u_seen = 0, dot = 0;
+    std::array<Scalar, kMaxChunks> shift;
+  };
+
+  /// Columns [j0, j0 + count) of a contiguous batch (small C, see
+  /// ColumnLoss::kBlockRows), every option included: the column maxima, then
   /// exp(x − m) over the whole block in one pass (into the gradient, or a
-  /// stack block for the value alone), the column sums, and per column what
-  /// column_with() closes with; t_k = w_y·e_y here, so the gradient is
-  /// (k_ce + k_z)·e except at the label. A column that is not finite (or
-  /// holds NaN) goes through column() and gets its NaN.
+  /// stack block for the value alone) and the column sums; each column then
+  /// closes as column_with() does, from that Scan (its target sums formed
+  /// from the column, without a second exp). A column that is not finite
+  /// (or holds NaN) goes through column() and gets its NaN.
   template <class X, class T, class W, class G>
-  Part columns(const Context& ctx, const X& x, const T& labels, Eigen::Index j0, Eigen::Index count, const W& s,
+  Part columns(const Context& ctx, const X& x, const T& target, Eigen::Index j0, Eigen::Index count, const W& s,
                Scalar factor, G& g) const {
     detail::ColumnBlock<Scalar, G> b(x, g, j0, count);
-    const auto& xb = b.x;
     const auto m = b.column_max();
     b.exp(m, Scalar(1));
     const auto sum_e = b.sums();
-    const bool weighted = class_weights.size() > 0;
-    auto exact = [&](Eigen::Index j) {
-      const long long l = static_cast<long long>(labels.coeff(j0 + j));
-      return !kLabels<T> || l == ignore_index || !Column::finite(m(j), Acc(sum_e(j)));
-    };
-    auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, x, labels, col, f, grad); };
+    const bool need_dot = !kLabels<T> || ctx.spread > Scalar(0);
+    auto exact = [&](Eigen::Index j) { return !Column::finite(m(j), Acc(sum_e(j))); };
+    auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, x, target, col, f, grad); };
     auto close = [&](Eigen::Index j, Scalar f, auto&& grad) -> Part {
-      const Eigen::Index y = static_cast<Eigen::Index>(labels.coeff(j0 + j));
-      const Scalar w_y = weighted ? class_weights(y) : Scalar(1);
-      const auto lm = Column::label_mass(ctx.keep, Scalar(0), ctx.weight_total, w_y, xb(y, j), m(j), Acc(0));
-      const Column c = Column::close(lm.mass, lm.shifted, Acc(w_y), m(j), Acc(sum_e(j)), z_penalty, f);
-      if constexpr (detail::wants_grad<decltype(grad)>) {
-        grad *= static_cast<Scalar>(c.k_ce + c.k_z);
-        grad(y) = c.label_gradient(std::exp(Acc(xb(y, j)) - Acc(m(j))), Acc(f) * lm.t_y);
-      }
-      return {c.ce, c.z};
+      const auto xc = b.x.col(j);
+      return with_mass(ctx, target, j0 + j, grad, [&](const auto& u, const auto& label) {
+        Scan sc;
+        sc.m = m(j);
+        sc.sum_e = Acc(sum_e(j));
+        sc.shift[0] = m(j);
+        if (need_dot) add_target(sc, u.segment(0, xc.size()), xc.array());
+        return close_scan(ctx, xc, u, label, f, sc, grad);
+      });
     };
     return b.template close_columns<Part>(j0, s, factor, exact, by_column, close);
   }
@@ -454,9 +465,15 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
   /// and the loss small.
   template <class XC, class U, class L, class G>
   Part column_with(const Context& ctx, const XC& xc, const U& u, const L& label, Scalar factor, G& g) const {
+    const bool need_dot = !std::is_same<L, Label>::value || ctx.spread > Scalar(0);
+    return close_scan(ctx, xc, u, label, factor, scan(ctx, xc, u, need_dot, g), g);
+  }
+
+  /// column_with's close from the column's Scan (g holds its exponentials).
+  template <class XC, class U, class L, class G>
+  Part close_scan(const Context& ctx, const XC& xc, const U& u, const L& label, Scalar factor, const Scan& sc,
+                  G& g) const {
     constexpr bool kHasLabel = std::is_same<L, Label>::value;
-    const bool need_dot = !kHasLabel || ctx.spread > Scalar(0);
-    const Scan sc = scan(ctx, xc, u, need_dot, g);
     if (!Column::finite(sc.m, sc.sum_e)) {
       if constexpr (detail::wants_grad<G>) g.setConstant(std::numeric_limits<Scalar>::quiet_NaN());
       return {std::numeric_limits<Acc>::quiet_NaN(), std::numeric_limits<Acc>::quiet_NaN()};
@@ -483,13 +500,6 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
   }
   using Column = detail::CrossEntropyColumn<Scalar>;
 
-  /// What one read of a column gathers: the running max m, Σ exp(x − m),
-  /// Σ u, Σ u·(x − m), and the shift each chunk's exponentials were taken at.
-  struct Scan {
-    Scalar m = std::numeric_limits<Scalar>::lowest();
-    Acc sum_e = 0, u_seen = 0, dot = 0;
-    std::array<Scalar, kMaxChunks> shift;
-  };
 
   // Chunk by chunk (L1-sized), the chunk max updates a running max m
   // (online softmax, Milakov & Gimelshein 2018), exp(x − m) is written into
@@ -522,14 +532,18 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
       } else {
         sc.sum_e += static_cast<Acc>((xs - sc.m).exp().sum());
       }
-      if (!need_dot) continue;
-      const auto us = u.segment(start, len);
-      sc.u_seen += static_cast<Acc>(us.sum());
-      Acc chunk_dot = static_cast<Acc>((us * (xs - sc.m)).sum());
-      if (std::isnan(chunk_dot)) chunk_dot = guarded_dot(us, xs, sc.m);
-      sc.dot += chunk_dot;
+      if (need_dot) add_target(sc, u.segment(start, len), xs);
     }
     return sc;
+  }
+
+  /// Adds one chunk's Σ u and Σ u·(x − m) (at the scan's current m) to sc.
+  template <class US, class XS>
+  static void add_target(Scan& sc, const US& us, const XS& xs) {
+    sc.u_seen += static_cast<Acc>(us.sum());
+    Acc chunk_dot = static_cast<Acc>((us * (xs - sc.m)).sum());
+    if (std::isnan(chunk_dot)) chunk_dot = guarded_dot(us, xs, sc.m);
+    sc.dot += chunk_dot;
   }
 
   /// Turns the stored exponentials into the gradient, chunk by chunk with
