@@ -525,6 +525,17 @@ TEST_CASE("Blocks of columns for a few classes agree with the column kernel", "[
       ce.ignore_index = -7;
       y(8) = -7;
       check_blocks_match_columns(ce, x, y);
+      ce.label_smoothing = 0.1;
+      check_blocks_match_columns(ce, x, y);
+      // Probability targets (a few zeros, so −inf logits meet zero mass too).
+      M q = lktest::uniform(c, n);
+      if (c > 1) q.row(0).head(20).setZero();
+      q.array().rowwise() /= q.colwise().sum().array();
+      check_blocks_match_columns(ce, x, q);
+      ce.class_weights.resize(0);
+      check_blocks_match_columns(ce, x, q);
+      ce.label_smoothing = 0;
+      check_blocks_match_columns(ce, x, q);
       y(8) = 0;
       for (const double tau : {0.0, 0.5, 1.0, 1.7}) check_blocks_match_columns(losskit::CompSum<double>(tau), x, y);
       losskit::LDRKL<double> ldr;
@@ -544,6 +555,12 @@ TEST_CASE("Blocks of columns for a few classes agree with the column kernel", "[
       M flat = x;
       flat.col(9).setConstant(0.25);
       check_blocks_match_columns(aldr, flat, y);
+      if (c > 1) {  // ZLoss needs two classes; the constant column is its σ = 0 case
+        losskit::ZLoss<double> zl;
+        zl.a = 2;
+        zl.b = 0.5;
+        check_blocks_match_columns(zl, flat, y);
+      }
       const M t = lktest::uniform(c, n);
       losskit::BinaryCrossEntropyWithLogits<double> bce;
       bce.pos_weight = lktest::uniform(c, 1, 0.5, 3.0);

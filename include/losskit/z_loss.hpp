@@ -135,7 +135,6 @@ class ZLoss : public detail::ColumnLoss<ZLoss<Scalar_>, Scalar_> {
   // of o_c (Sterbenz), so equal outputs give exactly zero spread.
   template <class O, class L, class G>
   Acc column(Context, const O& outputs, const L& labels, Eigen::Index j, Scalar factor, G&& g) const {
-    using std::sqrt;
     const auto o = outputs.matrix().col(j);
     const Eigen::Index c = Eigen::Index(labels.coeff(j)), dim = o.rows();
     const Scalar oc = o(c);
@@ -152,23 +151,71 @@ class ZLoss : public detail::ColumnLoss<ZLoss<Scalar_>, Scalar_> {
       const Eigen::Index len = std::min(detail::kSumBlock, dim - start);
       sum_sq += Acc((o.segment(start, len).array() - oc - mean).square().sum());
     }
-    const Acc var_acc = sum_sq * inv_d;
-    if (var_acc == Acc(0)) {
-      if constexpr (detail::wants_grad<G>) g.setZero();
-      return Acc(detail::softplus(a * b) / a);
+    const Close k = close_column<detail::wants_grad<G>>(mean, sum_sq * inv_d, dim, factor);
+    if constexpr (detail::wants_grad<G>) {
+      g.array() = k.base + k.slope * (o.array() - oc - mean);
+      g(c) -= k.gs;
     }
-    const Scalar sigma = Scalar(sqrt(var_acc));
+    return k.value;
+  }
+
+  /// One column's close from its centred mean (of o − o_c) and variance:
+  /// the value and, when kGrad, the gradient's coefficients
+  /// ∂L/∂o = base + slope·(o − o_c − mean) − gs·e_c (factor included).
+  /// σ = 0: softplus(a·b)/a and a zero gradient (see the header).
+  struct Close {
+    Acc value;
+    Scalar gs = 0, base = 0, slope = 0;
+  };
+  template <bool kGrad>
+  Close close_column(Scalar mean, Acc var_acc, Eigen::Index dim, Scalar factor) const {
+    if (var_acc == Acc(0)) return {Acc(detail::softplus(a * b) / a)};
+    const Scalar sigma = Scalar(std::sqrt(var_acc));
     const Scalar z = -mean / sigma;
     const Scalar arg = a * (b - z);
-    if constexpr (detail::wants_grad<G>) {
-      const Scalar gs = factor * detail::sigmoid(arg) / sigma;
-      const Scalar base = gs / Scalar(dim), slope = base * z / sigma;
-      g.array() = base + slope * (o.array() - oc - mean);
-      g(c) -= gs;
-    } else {
-      (void)factor;
+    Close k{Acc(detail::softplus(arg) / a)};
+    if constexpr (kGrad) {
+      k.gs = factor * detail::sigmoid(arg) / sigma;
+      k.base = k.gs / Scalar(dim);
+      k.slope = k.base * z / sigma;
     }
-    return Acc(detail::softplus(arg) / a);
+    (void)factor;
+    return k;
+  }
+
+  static constexpr Eigen::Index kBlockRows = 128;
+
+  // Columns [j0, j0 + count) of contiguous outputs (small D): the centring,
+  // the two sums and the gradient's affine map as passes over the whole
+  // block (e holds o − o_c − mean), then close_column per column. A column
+  // with a non-finite output goes through column().
+  template <class O, class L, class W, class G>
+  Acc columns(Context ctx, const O& outputs, const L& labels, Eigen::Index j0, Eigen::Index count, const W& s,
+              Scalar factor, G& g) const {
+    using Block = detail::ColumnBlock<Scalar, G>;
+    using Row = typename Block::Row;
+    Block blk(outputs, g, j0, count);
+    auto label = [&](Eigen::Index j) { return Eigen::Index(labels.coeff(j0 + j)); };
+    const Eigen::Index dim = outputs.rows();
+    const Acc inv_d = Acc(1) / Acc(dim);
+    Row oc(count);
+    for (Eigen::Index j = 0; j < count; ++j) oc(j) = blk.x(label(j), j);
+    blk.e.array() = blk.x.array().rowwise() - oc;
+    const Row mean = (blk.e.array().colwise().sum().template cast<Acc>() * inv_d).template cast<Scalar>();
+    blk.e.array().rowwise() -= mean;
+    const Row sum_sq = blk.e.array().square().colwise().sum();
+    auto exact = [&](Eigen::Index j) { return !std::isfinite(sum_sq(j)); };
+    auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, outputs, labels, col, f, grad); };
+    auto close = [&](Eigen::Index j, Scalar f, auto&& grad) {
+      constexpr bool kGrad = detail::wants_grad<decltype(grad)>;
+      const Close k = close_column<kGrad>(mean(j), Acc(sum_sq(j)) * inv_d, dim, f);
+      if constexpr (kGrad) {
+        grad.array() = k.base + k.slope * grad.array();
+        grad(label(j)) -= k.gs;
+      }
+      return k.value;
+    };
+    return blk.template close_columns<Acc>(j0, s, factor, exact, by_column, close);
   }
 };
 
