@@ -179,33 +179,37 @@ Eigen::Index cs_bucket(Scalar v) {
 }
 
 /// The pair values d2(i, j), i < j, a selection counts: the positive ones, or
-/// (keep_zeros) every one that is not NaN, a −0 read as +0. Returns NaN for
-/// a value not counted.
-template <class Scalar>
-Scalar cs_counted(Scalar v, bool keep_zeros) {
-  if (v > Scalar(0)) return v;
-  if (keep_zeros && v <= Scalar(0)) return Scalar(0);
-  return std::numeric_limits<Scalar>::quiet_NaN();
+/// (kKeepZeros) every one that is not NaN, a −0 read as +0. A compile-time
+/// rule, so that the O(N²) passes below have no run-time branch on it.
+template <bool kKeepZeros, class Scalar>
+bool cs_counted(Scalar v) {
+  if constexpr (kKeepZeros) return !std::isnan(v);
+  return v > Scalar(0);
+}
+template <bool kKeepZeros, class Scalar>
+Scalar cs_count_value(Scalar v) {
+  return kKeepZeros && !(v > Scalar(0)) ? Scalar(0) : v;
 }
 
 struct CSPairCount {
   long long count = 0;  ///< counted pair values
-  double sum = 0;       ///< their sum
+  double sum = 0;       ///< their sum (kKeepZeros only: the official width's fallback)
 };
 
 /// First pass of the selection: the histogram of the counted pair values.
-template <class Scalar>
-CSPairCount cs_pair_histogram(const cs_mat<Scalar>& d2, bool keep_zeros, CSMedianScratch<Scalar>& s) {
+template <bool kKeepZeros, class Scalar>
+CSPairCount cs_pair_histogram(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
   const Eigen::Index n = d2.cols();
   s.histogram.setZero(Eigen::Index(1) << 16);
   CSPairCount c;
   for (Eigen::Index j = 1; j < n; ++j)
     for (Eigen::Index i = 0; i < j; ++i) {
-      const Scalar v = cs_counted(d2(i, j), keep_zeros);
-      if (!std::isnan(v)) {
-        ++s.histogram(cs_bucket(v));
+      const Scalar v = d2(i, j);
+      if (cs_counted<kKeepZeros>(v)) {
+        const Scalar u = cs_count_value<kKeepZeros>(v);
+        ++s.histogram(cs_bucket(u));
         ++c.count;
-        c.sum += double(v);
+        if constexpr (kKeepZeros) c.sum += double(u);
       }
     }
   return c;
@@ -215,8 +219,8 @@ CSPairCount cs_pair_histogram(const cs_mat<Scalar>& d2, bool keep_zeros, CSMedia
 /// 0 or 1), from the histogram of cs_pair_histogram: only the bucket(s)
 /// holding them are gathered and nth_element'd, so the selection stays O(N²)
 /// and allocation-free once the scratch has its size.
-template <class Scalar>
-std::pair<Scalar, Scalar> cs_pair_ranks(const cs_mat<Scalar>& d2, bool keep_zeros, long long lower_rank,
+template <bool kKeepZeros, class Scalar>
+std::pair<Scalar, Scalar> cs_pair_ranks(const cs_mat<Scalar>& d2, long long lower_rank,
                                         long long upper_rank, CSMedianScratch<Scalar>& s) {
   const Eigen::Index n = d2.cols();
   Eigen::Index first = -1, last = -1;
@@ -235,10 +239,11 @@ std::pair<Scalar, Scalar> cs_pair_ranks(const cs_mat<Scalar>& d2, bool keep_zero
   Eigen::Index m = 0;
   for (Eigen::Index j = 1; j < n; ++j)
     for (Eigen::Index i = 0; i < j; ++i) {
-      const Scalar v = cs_counted(d2(i, j), keep_zeros);
-      if (!std::isnan(v)) {
-        const Eigen::Index b = cs_bucket(v);
-        if (b >= first && b <= last) p[m++] = v;
+      const Scalar v = d2(i, j);
+      if (cs_counted<kKeepZeros>(v)) {
+        const Scalar u = cs_count_value<kKeepZeros>(v);
+        const Eigen::Index b = cs_bucket(u);
+        if (b >= first && b <= last) p[m++] = u;
       }
     }
   // The gathered values are exactly the ranks before_first, before_first + 1, ...
@@ -259,10 +264,10 @@ std::pair<Scalar, Scalar> cs_pair_ranks(const cs_mat<Scalar>& d2, bool keep_zero
 /// ranks are gathered and nth_element'd.
 template <class Scalar>
 Scalar cs_median_width(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
-  const long long count = cs_pair_histogram(d2, false, s).count;
+  const long long count = cs_pair_histogram<false>(d2, s).count;
   if (count == 0) return Scalar(1);
   const long long upper_rank = count / 2, lower_rank = count % 2 ? upper_rank : upper_rank - 1;
-  const auto v = cs_pair_ranks(d2, false, lower_rank, upper_rank, s);
+  const auto v = cs_pair_ranks<false>(d2, lower_rank, upper_rank, s);
   if (lower_rank == upper_rank) return std::sqrt(v.second);
   return (std::sqrt(v.first) + std::sqrt(v.second)) / Scalar(2);
 }
@@ -282,15 +287,15 @@ Scalar cs_median_width(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
 template <class Scalar>
 Scalar cs_official_width(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
   const long long n = d2.cols(), pairs = n * (n - 1) / 2, entries = n * (2 * n - 1);
-  const CSPairCount c = cs_pair_histogram(d2, true, s);
+  const CSPairCount c = cs_pair_histogram<true>(d2, s);
   if (c.count < pairs) return std::numeric_limits<Scalar>::quiet_NaN();
   const long long k_hi = entries / 2 + 1, k_lo = entries % 2 ? k_hi : entries / 2;
   auto rank = [n](long long k) { return (k - n - 1) / 4; };
   Scalar lo = 0, hi = 0;
   if (k_lo > n) {
-    std::tie(lo, hi) = cs_pair_ranks(d2, true, rank(k_lo), rank(k_hi), s);
+    std::tie(lo, hi) = cs_pair_ranks<true>(d2, rank(k_lo), rank(k_hi), s);
   } else if (k_hi > n) {
-    hi = cs_pair_ranks(d2, true, rank(k_hi), rank(k_hi), s).second;
+    hi = cs_pair_ranks<true>(d2, rank(k_hi), rank(k_hi), s).second;
   }
   Scalar m = (lo + hi) / Scalar(2);
   if (!(m > Scalar(0))) m = static_cast<Scalar>(4 * c.sum / double(entries));
