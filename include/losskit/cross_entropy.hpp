@@ -436,7 +436,6 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
     const auto m = b.column_max();
     b.exp(m, Scalar(1));
     const auto sum_e = b.sums();
-    const bool need_dot = !kLabels<T> || ctx.spread > Scalar(0);
     auto exact = [&](Eigen::Index j) { return !Column::finite(m(j), Acc(sum_e(j))); };
     auto by_column = [&](Eigen::Index col, Scalar f, auto&& grad) { return column(ctx, x, target, col, f, grad); };
     auto close = [&](Eigen::Index j, Scalar f, auto&& grad) -> Part {
@@ -446,7 +445,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
         sc.m = m(j);
         sc.sum_e = Acc(sum_e(j));
         sc.shift[0] = m(j);
-        if (need_dot) add_target(sc, u.segment(0, xc.size()), xc.array());
+        if (needs_dot<std::decay_t<decltype(label)>>(ctx)) add_target(sc, u.segment(0, xc.size()), xc.array());
         return close_scan(ctx, xc, u, label, f, sc, grad);
       });
     };
@@ -465,8 +464,14 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
   /// and the loss small.
   template <class XC, class U, class L, class G>
   Part column_with(const Context& ctx, const XC& xc, const U& u, const L& label, Scalar factor, G& g) const {
-    const bool need_dot = !std::is_same<L, Label>::value || ctx.spread > Scalar(0);
-    return close_scan(ctx, xc, u, label, factor, scan(ctx, xc, u, need_dot, g), g);
+    return close_scan(ctx, xc, u, label, factor, scan(ctx, xc, u, needs_dot<L>(ctx), g), g);
+  }
+
+  /// Whether a column's scan needs Σu and Σu·(x − m): always with
+  /// probabilities, with a label only under label smoothing.
+  template <class L>
+  static bool needs_dot(const Context& ctx) {
+    return !std::is_same<L, Label>::value || ctx.spread > Scalar(0);
   }
 
   /// column_with's close from the column's Scan (g holds its exponentials).
@@ -499,7 +504,6 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
     return {col.ce, col.z};
   }
   using Column = detail::CrossEntropyColumn<Scalar>;
-
 
   // Chunk by chunk (L1-sized), the chunk max updates a running max m
   // (online softmax, Milakov & Gimelshein 2018), exp(x − m) is written into

@@ -178,17 +178,22 @@ Eigen::Index cs_bucket(Scalar v) {
   return Eigen::Index(b >> kShift);
 }
 
-/// The pair values d2(i, j), i < j, a selection counts: the positive ones, or
-/// (kKeepZeros) every one that is not NaN, a −0 read as +0. A compile-time
-/// rule, so that the O(N²) passes below have no run-time branch on it.
-template <bool kKeepZeros, class Scalar>
-bool cs_counted(Scalar v) {
-  if constexpr (kKeepZeros) return !std::isnan(v);
-  return v > Scalar(0);
-}
-template <bool kKeepZeros, class Scalar>
-Scalar cs_count_value(Scalar v) {
-  return kKeepZeros && !(v > Scalar(0)) ? Scalar(0) : v;
+/// Calls f(v) for each pair value d2(i, j), i < j, a selection counts: the
+/// positive ones, or (kKeepZeros) every one that is not NaN, a −0 read as +0.
+/// The rule is a compile-time one, so that the O(N²) passes below have no
+/// run-time branch on it.
+template <bool kKeepZeros, class Scalar, class F>
+void cs_for_counted(const cs_mat<Scalar>& d2, F&& f) {
+  const Eigen::Index n = d2.cols();
+  for (Eigen::Index j = 1; j < n; ++j)
+    for (Eigen::Index i = 0; i < j; ++i) {
+      const Scalar v = d2(i, j);
+      if constexpr (kKeepZeros) {
+        if (!std::isnan(v)) f(v > Scalar(0) ? v : Scalar(0));
+      } else if (v > Scalar(0)) {
+        f(v);
+      }
+    }
 }
 
 struct CSPairCount {
@@ -199,19 +204,13 @@ struct CSPairCount {
 /// First pass of the selection: the histogram of the counted pair values.
 template <bool kKeepZeros, class Scalar>
 CSPairCount cs_pair_histogram(const cs_mat<Scalar>& d2, CSMedianScratch<Scalar>& s) {
-  const Eigen::Index n = d2.cols();
   s.histogram.setZero(Eigen::Index(1) << 16);
   CSPairCount c;
-  for (Eigen::Index j = 1; j < n; ++j)
-    for (Eigen::Index i = 0; i < j; ++i) {
-      const Scalar v = d2(i, j);
-      if (cs_counted<kKeepZeros>(v)) {
-        const Scalar u = cs_count_value<kKeepZeros>(v);
-        ++s.histogram(cs_bucket(u));
-        ++c.count;
-        if constexpr (kKeepZeros) c.sum += double(u);
-      }
-    }
+  cs_for_counted<kKeepZeros>(d2, [&](Scalar v) {
+    ++s.histogram(cs_bucket(v));
+    ++c.count;
+    if constexpr (kKeepZeros) c.sum += double(v);
+  });
   return c;
 }
 
@@ -237,15 +236,10 @@ std::pair<Scalar, Scalar> cs_pair_ranks(const cs_mat<Scalar>& d2, long long lowe
   if (s.values.size() < pairs) s.values.resize(Eigen::Index(pairs));
   Scalar* p = s.values.data();
   Eigen::Index m = 0;
-  for (Eigen::Index j = 1; j < n; ++j)
-    for (Eigen::Index i = 0; i < j; ++i) {
-      const Scalar v = d2(i, j);
-      if (cs_counted<kKeepZeros>(v)) {
-        const Scalar u = cs_count_value<kKeepZeros>(v);
-        const Eigen::Index b = cs_bucket(u);
-        if (b >= first && b <= last) p[m++] = u;
-      }
-    }
+  cs_for_counted<kKeepZeros>(d2, [&](Scalar v) {
+    const Eigen::Index b = cs_bucket(v);
+    if (b >= first && b <= last) p[m++] = v;
+  });
   // The gathered values are exactly the ranks before_first, before_first + 1, ...
   const Eigen::Index at = Eigen::Index(upper_rank - before_first);
   std::nth_element(p, p + at, p + m);
