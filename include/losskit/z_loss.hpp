@@ -35,6 +35,10 @@
 /// sample is 0. Initialise weights randomly.
 /// Non-finite outputs: a column containing inf or NaN gives NaN loss and NaN
 /// gradient for that sample (no exception).
+/// Cost: two passes over each column and one over its gradient. With D <= 128
+/// and contiguous outputs and gradient, blocks of whole columns take these
+/// passes at once over the block, then close each column with the same
+/// formulas (same values to round-off; a non-finite column is done alone).
 ///
 /// The loss as a function of the spherical statistics (s = Σ o_k,
 /// q = Σ o_k², o_c, D), used by the large-output layer in factored_output_layer.hpp:
