@@ -513,7 +513,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
   // The running max starts at the lowest finite value, not −inf, so that a
   // chunk of −inf logits gives exp(−inf) = 0 instead of NaN.
   template <class XC, class U, class G>
-  static Scan scan(const Context& ctx, const XC& xc, const U& u, bool need_dot, G& g) {
+  LOSSKIT_FLATTEN static Scan scan(const Context& ctx, const XC& xc, const U& u, bool need_dot, G& g) {
     Scan sc;
     const Eigen::Index C = xc.size();
     Eigen::Index c = 0;
@@ -553,7 +553,7 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
   /// Turns the stored exponentials into the gradient, chunk by chunk with
   /// the chunk's own shift.
   template <class U, class G>
-  static void finish_gradient(const Context& ctx, Eigen::Index C, const Scan& sc, const U& u, const Column& col,
+  LOSSKIT_FLATTEN static void finish_gradient(const Context& ctx, Eigen::Index C, const Scan& sc, const U& u, const Column& col,
                               Scalar t_scale, G& g) {
     Eigen::Index c = 0;
     for (Eigen::Index start = 0; start < C; start += ctx.chunk, ++c) {
