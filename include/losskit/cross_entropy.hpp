@@ -553,8 +553,8 @@ class CrossEntropy : public detail::ColumnLoss<CrossEntropy<Scalar_>, Scalar_>,
   /// Turns the stored exponentials into the gradient, chunk by chunk with
   /// the chunk's own shift.
   template <class U, class G>
-  LOSSKIT_FLATTEN static void finish_gradient(const Context& ctx, Eigen::Index C, const Scan& sc, const U& u, const Column& col,
-                              Scalar t_scale, G& g) {
+  LOSSKIT_FLATTEN static void finish_gradient(const Context& ctx, Eigen::Index C, const Scan& sc, const U& u,
+                                              const Column& col, Scalar t_scale, G& g) {
     Eigen::Index c = 0;
     for (Eigen::Index start = 0; start < C; start += ctx.chunk, ++c) {
       const Eigen::Index len = std::min(ctx.chunk, C - start);

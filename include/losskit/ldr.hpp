@@ -354,14 +354,14 @@ class Column {
     return m;
   }
 
-  // One block of raw_moments, kept a function of its own so that the
-  // compiler inlines the three reductions into one loop nest (inside the
-  // solver's lambda it left them as out-of-line calls: 1.15× slower at
-  // C = 1000). The moments use w = s − shift for every entry, with −inf
-  // clamped to a finite stand-in so that e·w stays 0, not NaN.
+  // One block of raw_moments: e (raw_block_fill), then S0, S1 and S2 while
+  // the block is in L1. Flattened (see LOSSKIT_FLATTEN): without it GCC left
+  // the reductions out of line, 1.15× slower at C = 1000. The moments use
+  // w = s − shift for every entry, with −inf clamped to a finite stand-in so
+  // that e·w stays 0, not NaN.
   template <class EB>
   LOSSKIT_FLATTEN void raw_block_moments(Eigen::Index start, Eigen::Index len, Scalar inv, Scalar e_y, EB& e,
-                         Moments<Acc>& m) const {
+                                         Moments<Acc>& m) const {
     const auto w = (s_.segment(start, len).array() - shift_).max(Scalar(-kBig));
     raw_block_fill(start, len, inv, e_y, e);
     m.s0 += static_cast<Acc>(e.sum());
@@ -385,7 +385,8 @@ class Column {
   // target; returns Σ e. Every non-target w = s − shift is <= 0 (shift holds
   // max z), but its rounding error (about ε·|shift|) is multiplied by 1/λ:
   // the exponent is clamped at 0 so that a tiny λ cannot make exp overflow
-  // (found by fuzzing, λ = 1e-30).
+  // (found by fuzzing, λ = 1e-30). raw_block_fill writes e, raw_block_exp
+  // also returns its sum.
   template <class EB>
   LOSSKIT_FLATTEN Acc raw_block_exp(Eigen::Index start, Eigen::Index len, Scalar inv, Scalar e_y, EB& e) const {
     raw_block_fill(start, len, inv, e_y, e);
