@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "svd_instances.hpp"
 #include "test_util.hpp"
 
 namespace lkcontract {

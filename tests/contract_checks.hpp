@@ -164,7 +164,7 @@ bool throws_error(F&& f) {
 // expression: coefficient access) and leaves the row-major Map (the same
 // access as the transpose), the product (the loss reads a temporary) and
 // operator() on the array expression to the test preset.
-#if defined(__SANITIZE_ADDRESS__) && !defined(LOSSKIT_CONTRACT_FEWER_VIEWS)
+#if defined(LKTEST_ASAN) && !defined(LOSSKIT_CONTRACT_FEWER_VIEWS)
 #define LOSSKIT_CONTRACT_FEWER_VIEWS 1
 #endif
 

@@ -33,7 +33,7 @@ long allocations() { return g_allocations.load(); }
 // bytes being the sum of malloc_usable_size. glibc only; off under the
 // sanitizers, which replace malloc themselves (heap_bytes_counted() is then
 // false and byte tests are skipped).
-#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if defined(__GLIBC__) && !defined(LKTEST_ASAN) && !defined(LKTEST_TSAN)
 #include <malloc.h>
 extern "C" {
 void* __libc_malloc(std::size_t);

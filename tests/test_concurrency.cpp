@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "svd_instances.hpp"
 #include "test_util.hpp"
 
 namespace {

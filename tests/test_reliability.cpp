@@ -23,6 +23,7 @@
 #include <string>
 #include <type_traits>
 
+#include "svd_instances.hpp"
 #include "test_util.hpp"
 
 namespace {

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "svd_instances.hpp"
 #include "test_util.hpp"
 
 using losskit::FactoredOutputLayer;

@@ -9,6 +9,24 @@
 
 #include "catch.hpp"
 
+// The sanitizer builds, detected once: GCC defines __SANITIZE_ADDRESS__ and
+// __SANITIZE_THREAD__; clang 14 (the asan and tsan presets) answers only
+// __has_feature.
+#if defined(__SANITIZE_ADDRESS__)
+#define LKTEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LKTEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define LKTEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LKTEST_TSAN 1
+#endif
+#endif
+
 namespace lktest {
 
 /// Heap allocations (operator new calls) so far in this process; counted by
