@@ -96,6 +96,14 @@ void reset_heap_peak() {}
 }  // namespace lktest
 #endif
 
+// Counting operator new. Not under clang's ThreadSanitizer: its runtime is
+// linked whole-archive and defines every operator new and delete itself, so a
+// replacement is a duplicate symbol (GCC's libtsan is a shared library and
+// lets it be replaced). allocations_counted() says which.
+#if defined(__clang__) && defined(LKTEST_TSAN)
+bool lktest::allocations_counted() { return false; }
+#else
+bool lktest::allocations_counted() { return true; }
 void* operator new(std::size_t size) {
   lktest::g_allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(size ? size : 1)) return p;
@@ -118,6 +126,7 @@ void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#endif
 
 // Every test case starts from the same generator state, so its data do not
 // depend on which test cases ran before it (a filter, a new test elsewhere).

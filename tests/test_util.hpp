@@ -32,6 +32,9 @@ namespace lktest {
 /// Heap allocations (operator new calls) so far in this process; counted by
 /// the replacement operator new in tests/main.cpp.
 long allocations();
+/// False where operator new is not counted (clang's ThreadSanitizer); a
+/// test of allocation counts skips itself there.
+bool allocations_counted();
 
 /// malloc/calloc/realloc calls so far from this binary's code: operator new
 /// (which calls malloc) and Eigen's own allocations, which bypass operator

@@ -4,8 +4,9 @@
 // on g++ and clang++. Compiled with -fsyntax-only; the sizes are valid anyway.
 // LOSSKIT_STRICT_FLOAT_ONLY=1 instantiates float only: the -fopenmp variant
 // uses it, since the _OPENMP branches do not depend on the scalar and float
-// is where -Wconversion finds narrowing (both scalars take about 2 minutes of
-// g++ time, mostly Eigen's BDCSVD in FactoredOutputLayer::train_step).
+// is where -Wconversion finds narrowing. Eigen's BDCSVD, which
+// FactoredOutputLayer::train_step calls, is declared extern by the check's
+// -include of tests/svd_instances.hpp (see tests/compile/CMakeLists.txt).
 #include <Eigen/Core>
 #include <losskit/comp_sum.hpp>
 #include <losskit/cross_entropy.hpp>
